@@ -1,0 +1,81 @@
+"""Numerical gradient checking: the proof that a hand-written backward is right.
+
+For a layer f and a fixed random upstream gradient G, the scalar
+    L(x, params) = sum(f(x) * G)
+has dL/dx = backward(G) and dL/dparam = grads[param]. Central differences
+    dL/dv_i ~ (L(v + h e_i) - L(v - h e_i)) / (2h)
+approximate the same numbers with error O(h^2), so in float64 with h = 1e-6 the two
+agree to ~1e-8 or better when the math is right, and differ grossly when it is not.
+
+The error reported for each array is ||analytic - numeric|| / max(||analytic||, ||numeric||, floor),
+a norm-wise relative error that does not blow up on individual near-zero entries. The
+floor (1e-6) matters only when the true gradient is zero, e.g. a conv bias followed by
+BatchNorm, which subtracts any per-channel constant: there both sides are rounding noise
+(~1e-10 for h = 1e-6), and dividing noise by noise would report a meaningless 1.0.
+"""
+
+from tinygan import backend
+from tinygan.backend import xp
+
+
+def relative_error(a, b, floor=1e-6):
+    a, b = backend.to_host(a), backend.to_host(b)
+    scale = max(float((a * a).sum()) ** 0.5, float((b * b).sum()) ** 0.5, floor)
+    return float(((a - b) ** 2).sum()) ** 0.5 / scale
+
+
+def numeric_gradient(f, v, h=1e-6):
+    """Central differences of the scalar function f() with respect to array v, in place."""
+    grad = xp.zeros_like(v)
+    flat_v, flat_grad = v.reshape(-1), grad.reshape(-1)
+    for i in range(flat_v.size):
+        old = flat_v[i].item()
+        flat_v[i] = old + h
+        up = f()
+        flat_v[i] = old - h
+        down = f()
+        flat_v[i] = old
+        flat_grad[i] = (up - down) / (2 * h)
+    return grad
+
+
+def gradcheck(layer, x, h=1e-6):
+    """Compare layer.backward with central differences for the input and every param.
+
+    The layer is cast to float64 and x converted to float64 (integer inputs, like
+    Embedding indices, are left alone and get no input check). Randomness (Dropout)
+    is replayed identically on every forward by restoring the generator state.
+    Returns {"input": err, "weight": err, ...}: the relative error of each gradient.
+    """
+    layer.astype(xp.float64)
+    x = xp.asarray(x)
+    check_input = xp.issubdtype(x.dtype, xp.floating)
+    if check_input:
+        x = x.astype(xp.float64)
+    rng_state = backend.get_rng_state()
+    backend.set_rng_state(rng_state)
+    out = layer.forward(x)
+    upstream = backend.rng().standard_normal(out.shape, dtype=xp.float64)
+
+    def loss():
+        backend.set_rng_state(rng_state)
+        return float((layer.forward(x) * upstream).sum())
+
+    layer.zero_grad()
+    backend.set_rng_state(rng_state)
+    layer.forward(x)
+    dx = layer.backward(upstream)
+    errors = {}
+    if check_input:
+        errors["input"] = relative_error(dx, numeric_gradient(loss, x, h))
+    for name, module, key in layer.parameters():
+        errors[name] = relative_error(module.grads[key], numeric_gradient(loss, module.params[key], h))
+    return errors
+
+
+def gradcheck_loss(loss_fn, logits, *args, h=1e-6):
+    """Relative error of a loss's dlogits against central differences of its value."""
+    logits = xp.asarray(logits, dtype=xp.float64)
+    _, dlogits = loss_fn(logits, *args)
+    numeric = numeric_gradient(lambda: float(loss_fn(logits, *args)[0]), logits, h)
+    return relative_error(dlogits, numeric)

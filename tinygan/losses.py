@@ -1,0 +1,66 @@
+"""Losses. Each returns (loss, dlogits): the mean loss and its gradient w.r.t. the
+scores it was given, ready to feed into the network's backward pass."""
+
+from tinygan.backend import xp
+
+
+def _check_same_shape(name, logits, target):
+    if logits.shape != target.shape:
+        raise ValueError(f"{name}: logits shape {tuple(logits.shape)} and target shape "
+                         f"{tuple(target.shape)} must match")
+
+
+def bce_with_logits(logits, target):
+    """Binary cross-entropy on raw scores x with (soft) targets t in [0, 1].
+
+    l = -[t log s(x) + (1 - t) log(1 - s(x))],  s = sigmoid. Using log s(x) = -softplus(-x)
+    and log(1 - s(x)) = -softplus(x), and softplus(x) = max(x, 0) + log(1 + e^-|x|):
+        l = max(x, 0) - x t + log(1 + e^-|x|)
+    which never exponentiates a positive number, so it is stable for any x.
+    Gradient: dl/dx = s(x) - t; with the mean over n elements, dL/dx = (s(x) - t) / n.
+    """
+    target = xp.asarray(target, dtype=logits.dtype)
+    if target.ndim == 0:
+        target = xp.full(logits.shape, target, dtype=logits.dtype)
+    _check_same_shape("bce_with_logits", logits, target)
+    x, t, n = logits, target, logits.size
+    e = xp.exp(-xp.abs(x))
+    loss = (xp.maximum(x, 0) - x * t + xp.log1p(e)).mean()
+    sigmoid = xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+    return loss, (sigmoid - t) / n
+
+
+def cross_entropy(logits, labels):
+    """Softmax cross-entropy for (N, K) logits and integer labels in [0, K).
+
+    l_n = -log softmax(x_n)[y_n] = logsumexp(x_n) - x_n[y_n], computed with the row
+    maximum subtracted first so exp never overflows.
+    Gradient: dl_n/dx_nk = softmax(x_n)_k - [k == y_n]; with the mean over N rows,
+    dL/dx = (softmax(x) - onehot(y)) / N. This is the only softmax: models output logits.
+    """
+    if logits.ndim != 2 or labels.shape != (logits.shape[0],):
+        raise ValueError(f"cross_entropy: expected logits (N, K) and labels (N,), got "
+                         f"{tuple(logits.shape)} and {tuple(labels.shape)}")
+    n, k = logits.shape
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_z = xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+    log_probs = shifted - log_z
+    rows = xp.arange(n)
+    loss = -log_probs[rows, labels].mean()
+    dlogits = xp.exp(log_probs)
+    dlogits[rows, labels] -= 1
+    return loss, dlogits / n
+
+
+def wasserstein_critic(scores, real):
+    """The critic maximises E[D(real)] - E[D(fake)], i.e. minimises its negative:
+    on a real batch L = -mean(D), dL/dD = -1/n; on a fake batch L = +mean(D), dL/dD = +1/n.
+    The critic's loss is the sum of the two calls."""
+    sign = -1 if real else 1
+    n = scores.size
+    return sign * scores.mean(), xp.full(scores.shape, sign / n, dtype=scores.dtype)
+
+
+def wasserstein_generator(scores):
+    """The generator minimises -E[D(G(z))]: L = -mean(D), dL/dD = -1/n."""
+    return wasserstein_critic(scores, real=True)

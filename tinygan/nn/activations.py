@@ -1,0 +1,64 @@
+"""Elementwise activations. For y = f(x) applied elementwise, dL/dx = dL/dy * f'(x)."""
+
+from tinygan.backend import xp
+from tinygan.nn.module import Module
+
+
+class ReLU(Module):
+    """y = max(x, 0);  f'(x) = 1 where x > 0 else 0, so dx = dout * [x > 0]."""
+
+    def forward(self, x):
+        self.cache = x > 0
+        return x * self.cache
+
+    def backward(self, dout):
+        return dout * self.cache
+
+
+class LeakyReLU(Module):
+    """y = x if x > 0 else a*x;  f'(x) = 1 or a, so dx = dout * where(x > 0, 1, a)."""
+
+    def __init__(self, negative_slope=0.01):
+        super().__init__()
+        self.negative_slope = negative_slope
+
+    def extra_repr(self):
+        return f"negative_slope={self.negative_slope}"
+
+    def forward(self, x):
+        positive = x > 0
+        self.cache = positive
+        return xp.where(positive, x, x * x.dtype.type(self.negative_slope))
+
+    def backward(self, dout):
+        return xp.where(self.cache, dout, dout * dout.dtype.type(self.negative_slope))
+
+
+class Tanh(Module):
+    """y = tanh(x);  f'(x) = 1 - tanh(x)^2 = 1 - y^2, so dx = dout * (1 - y^2)."""
+
+    def forward(self, x):
+        self.cache = xp.tanh(x)
+        return self.cache
+
+    def backward(self, dout):
+        y = self.cache
+        return dout * (1 - y * y)
+
+
+def sigmoid(x):
+    """1 / (1 + e^-x), written so that neither branch overflows: for x < 0 use e^x/(1+e^x)."""
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+class Sigmoid(Module):
+    """y = 1/(1+e^-x);  f'(x) = y(1-y), so dx = dout * y * (1 - y)."""
+
+    def forward(self, x):
+        self.cache = sigmoid(x)
+        return self.cache
+
+    def backward(self, dout):
+        y = self.cache
+        return dout * y * (1 - y)

@@ -1,0 +1,110 @@
+"""Layers that move or mask values: Dropout, Flatten, Reshape, Embedding."""
+
+from tinygan import backend
+from tinygan.backend import xp
+from tinygan.nn import init
+from tinygan.nn.module import Module
+
+
+class Dropout(Module):
+    """Inverted dropout: y = x * mask / (1 - p), mask_i ~ Bernoulli(1 - p), in training.
+
+    Scaling by 1/(1-p) keeps E[y] = x, so eval mode is the identity.
+    Backward: y is linear in x with the same mask, so dx = dout * mask / (1 - p).
+    """
+
+    def __init__(self, p=0.5):
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
+        self.p = p
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            self.cache = None
+            return x
+        keep = backend.rng().random(x.shape, dtype=x.dtype) >= self.p
+        self.cache = keep * x.dtype.type(1 / (1 - self.p))
+        return x * self.cache
+
+    def backward(self, dout):
+        return dout if self.cache is None else dout * self.cache
+
+
+class Flatten(Module):
+    """(N, d1, d2, ...) -> (N, d1*d2*...); backward reshapes the gradient back."""
+
+    def forward(self, x):
+        self.cache = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dout):
+        return dout.reshape(self.cache)
+
+
+class Reshape(Module):
+    """(N, ...) -> (N, *shape), e.g. Reshape(128, 7, 7) after a Dense(100, 6272)."""
+
+    def __init__(self, *shape):
+        super().__init__()
+        self.shape = shape
+
+    def extra_repr(self):
+        return ", ".join(map(str, self.shape))
+
+    def forward(self, x):
+        self.cache = x.shape
+        size = 1
+        for d in self.shape:
+            size *= d
+        if x.ndim < 1 or x.size != x.shape[0] * size:
+            raise ValueError(
+                f"{self!r}: expected input with N x {size} values, got shape {tuple(x.shape)}"
+            )
+        return x.reshape((x.shape[0],) + self.shape)
+
+    def backward(self, dout):
+        return dout.reshape(self.cache)
+
+
+class Embedding(Module):
+    """y_n = W[idx_n]: row lookup, like torch.nn.Embedding (W ~ N(0, 1)).
+
+    Shapes: idx (N,) integers in [0, num_embeddings), W (num_embeddings, dim), y (N, dim).
+
+    A lookup is a product with a one-hot matrix: y = onehot(idx) W, with onehot of
+    shape (N, num_embeddings). So dL/dW = onehot(idx)^T G: each row W[k] collects the
+    gradients of every sample whose index is k. The indices are integers, so there
+    is no input gradient (backward returns None).
+    """
+
+    def __init__(self, num_embeddings, embedding_dim):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        self.params["weight"] = init.normal((num_embeddings, embedding_dim))
+        self.zero_grad()
+
+    def extra_repr(self):
+        return f"{self.num_embeddings}, {self.embedding_dim}"
+
+    def forward(self, idx):
+        if idx.ndim != 1 or not xp.issubdtype(idx.dtype, xp.integer):
+            raise ValueError(f"{self!r}: expected a 1-D integer array of indices, got "
+                             f"{idx.dtype} array of shape {tuple(idx.shape)}")
+        # On CuPy this check would sync the GPU every step; labels are validated when loaded.
+        if backend.name() == "numpy" and idx.size and (
+            int(idx.min()) < 0 or int(idx.max()) >= self.num_embeddings
+        ):
+            raise ValueError(f"{self!r}: indices must be in [0, {self.num_embeddings})")
+        self.cache = idx
+        return self.params["weight"][idx]
+
+    def backward(self, dout):
+        if self.requires_grad:
+            weight = self.params["weight"]
+            onehot = (self.cache[:, None] == xp.arange(self.num_embeddings)).astype(weight.dtype)
+            self.accumulate_grad("weight", onehot.T @ dout)
+        return None

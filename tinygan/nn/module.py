@@ -1,0 +1,186 @@
+"""The layer contract shared by every tinygan layer, and ``Sequential``.
+
+A layer owns three dictionaries of arrays:
+
+- ``params``  — what the optimizer trains (``weight``, ``bias``, ...);
+- ``grads``   — same keys as ``params``; ``backward`` *adds* into them, so gradients
+                from several backward passes accumulate until ``zero_grad()``;
+- ``buffers`` — state that is saved but not trained (``running_mean``, ...).
+
+``forward(x)`` computes the output and keeps in ``self.cache`` what ``backward``
+needs; ``backward(dout)`` takes dL/d(output) and returns dL/d(input).
+``requires_grad_(False)`` freezes a layer: its backward still returns the input
+gradient (the generator step needs it) but skips the parameter gradients.
+"""
+
+from tinygan.backend import xp
+
+
+class Module:
+    """Base class: parameter bookkeeping, modes, and PyTorch-style state dicts."""
+
+    def __init__(self):
+        self.params = {}
+        self.grads = {}
+        self.buffers = {}
+        self.cache = None
+        self.training = True
+        self.requires_grad = True
+
+    # -- the two methods every layer writes -------------------------------------------
+    def forward(self, x):
+        raise NotImplementedError
+
+    def backward(self, dout):
+        raise NotImplementedError
+
+    def __call__(self, x):
+        return self.forward(x)
+
+    # -- tree structure: a layer with sub-layers lists them here ----------------------
+    def children(self):
+        """(name, module) pairs of direct sub-layers; leaves have none."""
+        return []
+
+    def modules(self, prefix=""):
+        """Yield (dotted_prefix, module) for this module and every descendant."""
+        yield prefix, self
+        for name, child in self.children():
+            yield from child.modules(f"{prefix}{name}.")
+
+    def parameters(self):
+        """Yield (dotted_name, module, key) for every trained array in the tree.
+
+        The optimizer keeps (module, key) rather than the array itself, so a weight
+        replaced by assignment (``layer.params["weight"] = w``) is the one it updates.
+        """
+        for prefix, module in self.modules():
+            for key in module.params:
+                yield prefix + key, module, key
+
+    # -- gradients ---------------------------------------------------------------------
+    def accumulate_grad(self, key, grad):
+        """grads[key] += grad, (re)allocating when the param's shape or dtype changed."""
+        if not self.requires_grad:
+            return
+        param, current = self.params[key], self.grads.get(key)
+        if current is None or current.shape != param.shape or current.dtype != param.dtype:
+            self.grads[key] = grad.astype(param.dtype, copy=True)
+        else:
+            current += grad
+
+    def zero_grad(self):
+        for _, module in self.modules():
+            module.grads = {k: xp.zeros_like(p) for k, p in module.params.items()}
+
+    def requires_grad_(self, flag=True):
+        """Freeze (False) or unfreeze (True) the parameter gradients of the whole tree."""
+        for _, module in self.modules():
+            module.requires_grad = flag
+        return self
+
+    # -- modes and dtype ---------------------------------------------------------------
+    def train(self, mode=True):
+        for _, module in self.modules():
+            module.training = mode
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def astype(self, dtype):
+        """Cast every floating-point param and buffer (float32 to train, float64 to check)."""
+        for _, module in self.modules():
+            for store in (module.params, module.buffers):
+                for k, v in store.items():
+                    if xp.issubdtype(v.dtype, xp.floating):
+                        store[k] = v.astype(dtype)
+            module.grads = {k: xp.zeros_like(p) for k, p in module.params.items()}
+        return self
+
+    # -- state dicts with PyTorch's dotted names --------------------------------------
+    def state_dict(self):
+        """{'0.weight': array, '3.running_mean': array, ...}: params then buffers per layer."""
+        state = {}
+        for prefix, module in self.modules():
+            for k, v in module.params.items():
+                state[prefix + k] = v
+            for k, v in module.buffers.items():
+                state[prefix + k] = v
+        return state
+
+    def load_state_dict(self, state):
+        """Copy arrays in by name; missing or unexpected names and shape mismatches raise."""
+        targets = {}
+        for prefix, module in self.modules():
+            for store in (module.params, module.buffers):
+                for k in store:
+                    targets[prefix + k] = (store, k)
+        missing = sorted(set(targets) - set(state))
+        unexpected = sorted(set(state) - set(targets))
+        if missing or unexpected:
+            raise KeyError(
+                f"{type(self).__name__}.load_state_dict: missing keys {missing}, "
+                f"unexpected keys {unexpected}"
+            )
+        for name, (store, k) in targets.items():
+            value = xp.asarray(state[name])
+            if value.shape != store[k].shape:
+                raise ValueError(
+                    f"{type(self).__name__}.load_state_dict: {name!r} has shape "
+                    f"{tuple(value.shape)}, expected {tuple(store[k].shape)}"
+                )
+            store[k] = value.astype(store[k].dtype, copy=True)
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+    def extra_repr(self):
+        return ""
+
+
+def check_input(layer, x, layout, channels=None):
+    """Raise a one-line ValueError unless x has one axis per letter of ``layout``.
+
+    ``layout`` reads like PyTorch's docs ("NC", "NCL", "NCHW"); ``channels`` pins axis 1.
+    """
+    shape = tuple(getattr(x, "shape", ()))
+    if len(shape) != len(layout) or (channels is not None and shape[1] != channels):
+        dims = [str(channels) if d == "C" and channels is not None else d for d in layout]
+        raise ValueError(f"{layer!r}: expected input of shape ({', '.join(dims)}), got {shape}")
+
+
+class Sequential(Module):
+    """Layers applied in order: y = f_n(...f_2(f_1(x))).
+
+    Backward is the chain rule read right to left: dL/dx = f_1'^T(... f_n'^T(dL/dy)),
+    so each layer's backward gets the gradient of the layer after it.
+    Sub-layers are named "0", "1", ... as in torch.nn.Sequential.
+    """
+
+    def __init__(self, *layers):
+        super().__init__()
+        self.layers = list(layers)
+
+    def children(self):
+        return [(str(i), layer) for i, layer in enumerate(self.layers)]
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, dout):
+        for layer in reversed(self.layers):
+            dout = layer.backward(dout)
+        return dout
+
+    def __getitem__(self, i):
+        return self.layers[i]
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __repr__(self):
+        inner = "\n".join(f"  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
+        return f"Sequential(\n{inner}\n)"

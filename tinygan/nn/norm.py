@@ -1,0 +1,94 @@
+"""Batch normalisation over the batch (and spatial) axes, as torch.nn.BatchNorm1d/2d."""
+
+from tinygan.backend import xp
+from tinygan.nn.module import Module, check_input
+
+
+class _BatchNorm(Module):
+    """y = gamma * xhat + beta,  xhat = (x - mu) / sqrt(var + eps), per channel c.
+
+    In training mode mu and var are the mean and biased variance of channel c over
+    the m = N (*H*W) values it has in the batch, and the running statistics move as
+    torch does: running = (1 - momentum) * running + momentum * batch_stat, with the
+    *unbiased* variance (var * m / (m - 1)) going into running_var. In eval mode
+    mu, var are the running statistics, constants.
+
+    Backward, with G = dL/dy and sums over the m positions of one channel:
+      dL/dbeta  = sum G
+      dL/dgamma = sum G * xhat
+      Eval mode (mu, var constant):  dx = G * gamma / sqrt(var + eps).
+      Training mode, mu and var depend on x too. With dxhat = G * gamma and
+      s = 1/sqrt(var + eps), differentiating xhat_i = (x_i - mu) s through mu and var
+      (dmu/dx_i = 1/m, dvar/dx_i = 2 (x_i - mu)/m) collapses to
+        dx_i = (s / m) * (m * dxhat_i - sum dxhat - xhat_i * sum(dxhat * xhat)).
+    """
+
+    layout = None  # "NC" / "NCL" / "NCHW", set by the subclasses
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        super().__init__()
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.params["weight"] = xp.ones(num_features, dtype=xp.float32)
+        self.params["bias"] = xp.zeros(num_features, dtype=xp.float32)
+        self.buffers["running_mean"] = xp.zeros(num_features, dtype=xp.float32)
+        self.buffers["running_var"] = xp.ones(num_features, dtype=xp.float32)
+        self.buffers["num_batches_tracked"] = xp.zeros((), dtype=xp.int64)
+        self.zero_grad()
+
+    def extra_repr(self):
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+
+    def _check(self, x):
+        for layout in self.layouts[:-1]:
+            if x.ndim == len(layout):
+                return check_input(self, x, layout, self.num_features)
+        check_input(self, x, self.layouts[-1], self.num_features)
+
+    def forward(self, x):
+        self._check(x)
+        axes = (0,) + tuple(range(2, x.ndim))  # every axis but the channel axis
+        shape = (1, -1) + (1,) * (x.ndim - 2)  # broadcasts a per-channel vector over x
+        if self.training:
+            mean = x.mean(axis=axes)
+            var = x.var(axis=axes)
+            m = x.size // x.shape[1]
+            self._update_running(mean, var * (m / max(m - 1, 1)))
+        else:
+            mean = self.buffers["running_mean"].astype(x.dtype)
+            var = self.buffers["running_var"].astype(x.dtype)
+        inv_std = 1 / xp.sqrt(var + x.dtype.type(self.eps))
+        xhat = (x - mean.reshape(shape)) * inv_std.reshape(shape)
+        self.cache = (xhat, inv_std, axes, shape, self.training)
+        return xhat * self.params["weight"].reshape(shape) + self.params["bias"].reshape(shape)
+
+    def _update_running(self, mean, unbiased_var):
+        mom = self.momentum
+        for key, stat in (("running_mean", mean), ("running_var", unbiased_var)):
+            running = self.buffers[key]
+            self.buffers[key] = ((1 - mom) * running + mom * stat).astype(running.dtype)
+        self.buffers["num_batches_tracked"] = self.buffers["num_batches_tracked"] + 1
+
+    def backward(self, dout):
+        xhat, inv_std, axes, shape, batch_stats = self.cache
+        if self.requires_grad:
+            self.accumulate_grad("weight", (dout * xhat).sum(axis=axes))
+            self.accumulate_grad("bias", dout.sum(axis=axes))
+        dxhat = dout * self.params["weight"].reshape(shape)
+        if not batch_stats:
+            return dxhat * inv_std.reshape(shape)
+        m = dout.size // dout.shape[1]
+        sum_dxhat = dxhat.sum(axis=axes).reshape(shape)
+        sum_dxhat_xhat = (dxhat * xhat).sum(axis=axes).reshape(shape)
+        return (inv_std.reshape(shape) / m) * (m * dxhat - sum_dxhat - xhat * sum_dxhat_xhat)
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch norm for (N, C) or (N, C, L) inputs."""
+
+    layouts = ("NC", "NCL")
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch norm for (N, C, H, W) inputs, statistics over N, H and W."""
+
+    layouts = ("NCHW",)
