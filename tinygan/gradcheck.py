@@ -69,7 +69,8 @@ def gradcheck(layer, x, h=1e-6):
     if check_input:
         errors["input"] = relative_error(dx, numeric_gradient(loss, x, h))
     for name, module, key in layer.parameters():
-        errors[name] = relative_error(module.grads[key], numeric_gradient(loss, module.params[key], h))
+        numeric = numeric_gradient(loss, module.params[key], h)
+        errors[name] = relative_error(module.grads[key], numeric)
     return errors
 
 

@@ -174,7 +174,7 @@ class ConvTranspose2d(Module):
         self.stride = pair(stride, "ConvTranspose2d stride")
         self.padding = pair(padding, "ConvTranspose2d padding")
         self.output_padding = pair(output_padding, "ConvTranspose2d output_padding")
-        if any(op >= s for op, s in zip(self.output_padding, self.stride)):
+        if any(op >= s for op, s in zip(self.output_padding, self.stride, strict=False)):
             raise ValueError(f"ConvTranspose2d: output_padding {self.output_padding} must be "
                              f"smaller than stride {self.stride}")
         kh, kw = self.kernel_size

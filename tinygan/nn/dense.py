@@ -1,6 +1,5 @@
 """Fully connected layer."""
 
-from tinygan.backend import xp
 from tinygan.nn import init
 from tinygan.nn.module import Module, check_input
 
