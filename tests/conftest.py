@@ -1,0 +1,39 @@
+"""Shared fixtures: the real-data folder and the backend under test.
+
+The backend under test is the one tinygan.backend picked up from TINYGAN_BACKEND
+(NumPy by default), so `TINYGAN_BACKEND=cupy pytest` runs every test on CuPy.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tinygan import backend
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def data_root():
+    """$TINYGAN_DATA, else ../shared/data beside the checkout when it exists, else None."""
+    env = os.environ.get("TINYGAN_DATA")
+    if env:
+        return Path(env)
+    default = REPO.parent / "shared" / "data"
+    return default if default.is_dir() else None
+
+
+@pytest.fixture
+def data_dir():
+    """Folder holding mnist/ and fashion-mnist-partial/; skips the test when absent."""
+    root = data_root()
+    if root is None or not (root / "mnist").is_dir():
+        pytest.skip("real data not found: set TINYGAN_DATA to the folder holding mnist/")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _seeded_backend():
+    """Every test starts from the same generator state, on the backend under test."""
+    backend.seed(0)
+    yield
