@@ -1,0 +1,140 @@
+"""One training loop for every GAN family.
+
+A step is one discriminator (critic) update on a real batch and a fake batch and,
+every ``n_critic`` steps, one generator update:
+
+  D step:  L_D = loss_D(D(x_real), real) + loss_D(D(G(z)), fake)     -> update D only
+  G step:  L_G = loss_G(D(G(z)))                                      -> update G only
+
+The G step back-propagates through D to reach G's output, but D is *frozen* for it
+(``requires_grad_(False)``): D's backward returns dL/dx without computing or touching
+its own weight gradients, and D's optimizer does not step.
+
+The families differ only in the losses below (a small table), their networks and
+their schedule (n_critic, weight clipping); this file does not branch on the family.
+"""
+
+from dataclasses import dataclass
+
+from tinygan import backend, losses, optim
+from tinygan.backend import xp
+
+
+@dataclass
+class Tricks:
+    """Stabilisation tricks (Salimans et al. 2016; Sønderby et al. 2016), all off by default.
+
+    label_smoothing: real targets become 1 - s (one-sided: fake targets stay 0).
+    label_noise:     targets jitter uniformly by up to +-n (real 1 - n..1, fake 0..n).
+    flip_labels:     each D target is flipped (real <-> fake) with this probability.
+    instance_noise:  Gaussian noise of this std is added to every input D sees.
+    minimax:         G minimises log(1 - D(G(z))) (the paper's game) instead of the
+                     non-saturating -log D(G(z)), whose gradient does not vanish early on.
+    """
+
+    label_smoothing: float = 0.0
+    label_noise: float = 0.0
+    flip_labels: float = 0.0
+    instance_noise: float = 0.0
+    minimax: bool = False
+
+
+class Trainer:
+    def __init__(self, gan, lr=None, tricks=None):
+        self.gan, self.tricks = gan, tricks or Tricks()
+        self.g_opt, self.d_opt = gan.make_optimizers(lr)
+        self.step_count = 0
+        self.dtype = xp.float32
+
+    # -- losses: the only place where families differ --------------------------------
+    def _adversarial(self, scores, real, for_generator):
+        """(loss, dscores) for the real/fake score column."""
+        if self.gan.objective == "wasserstein":
+            if for_generator:
+                return losses.wasserstein_generator(scores)
+            return losses.wasserstein_critic(scores, real)
+        if for_generator:
+            if self.tricks.minimax:  # minimise log(1 - D(G(z))) = -BCE(scores, 0)
+                loss, d = losses.bce_with_logits(scores, xp.zeros_like(scores))
+                return -loss, -d
+            return losses.bce_with_logits(scores, xp.ones_like(scores))
+        return losses.bce_with_logits(scores, self._targets(scores, real))
+
+    def _targets(self, scores, real):
+        """D's BCE targets with the label tricks applied."""
+        t = self.tricks
+        rng = backend.rng()
+        target = xp.full(scores.shape, 1.0 - t.label_smoothing if real else 0.0, scores.dtype)
+        if t.label_noise:
+            jitter = rng.random(scores.shape, dtype=scores.dtype) * scores.dtype.type(t.label_noise)
+            target = target - jitter if real else target + jitter
+        if t.flip_labels:
+            flip = rng.random(scores.shape, dtype=scores.dtype) < t.flip_labels
+            target = xp.where(flip, 1 - target, target)
+        return target
+
+    def _loss(self, out, labels, real, for_generator):
+        """Adversarial loss, plus AC-GAN's class loss when D has a class head.
+
+        AC-GAN's D output is [s, c_1..c_K]: column 0 is the real/fake logit, the rest
+        are class logits (one softmax, inside cross_entropy). Both G and D minimise
+        the class loss; the gradient is the two heads' gradients side by side.
+        """
+        if not self.gan.class_head:
+            return self._adversarial(out, real, for_generator)
+        adv_loss, dadv = self._adversarial(out[:, :1], real, for_generator)
+        cls_loss, dcls = losses.cross_entropy(out[:, 1:], labels)
+        return adv_loss + cls_loss, xp.concatenate([dadv, dcls], axis=1)
+
+    # -- helpers ------------------------------------------------------------------------
+    def sample_inputs(self, n):
+        """Noise z ~ N(0, I) and, for conditional models, uniformly drawn labels."""
+        rng = backend.rng()
+        z = rng.standard_normal((n, self.gan.z_dim), dtype=self.dtype)
+        y = rng.integers(0, self.gan.num_classes, n) if self.gan.conditional_g else None
+        return z, y
+
+    def _noisy(self, x):
+        sigma = self.tricks.instance_noise
+        if not sigma:
+            return x
+        return x + backend.rng().standard_normal(x.shape, dtype=x.dtype) * x.dtype.type(sigma)
+
+    # -- the step -----------------------------------------------------------------------
+    def discriminator_step(self, real, labels=None):
+        gan, n = self.gan, real.shape[0]
+        z, fake_labels = self.sample_inputs(n)
+        fake = gan.generate(z, fake_labels)  # no G backward in this step
+        self.d_opt.zero_grad()
+        loss_real, d = self._loss(gan.discriminate(self._noisy(real), labels), labels, True, False)
+        gan.discriminator.backward(d)
+        out_fake = gan.discriminate(self._noisy(fake), fake_labels)
+        loss_fake, d = self._loss(out_fake, fake_labels, False, False)
+        gan.discriminator.backward(d)
+        self.d_opt.step()
+        if gan.clip:
+            optim.clip_weights(gan.discriminator, gan.clip)
+        return loss_real + loss_fake
+
+    def generator_step(self, n):
+        gan = self.gan
+        z, labels = self.sample_inputs(n)
+        self.g_opt.zero_grad()
+        fake = gan.generate(z, labels)
+        gan.discriminator.requires_grad_(False)  # frozen: input gradients only
+        try:
+            loss, d = self._loss(gan.discriminate(self._noisy(fake), labels), labels, True, True)
+            dfake = gan.discriminator.backward(d)
+        finally:
+            gan.discriminator.requires_grad_(True)
+        gan.generator.backward(dfake)
+        self.g_opt.step()
+        return loss
+
+    def step(self, real, labels=None):
+        """One D update; a G update every n_critic-th call. Returns the losses as floats."""
+        self.step_count += 1
+        result = {"d_loss": float(self.discriminator_step(real, labels))}
+        if self.step_count % self.gan.n_critic == 0:
+            result["g_loss"] = float(self.generator_step(real.shape[0]))
+        return result
