@@ -30,7 +30,8 @@ class ConditionalGenerator(nn.Module):
     combine="concat" (Mirza & Osindero 2014):   h = [z, e(y)]     (N, z_dim + embed_dim)
     combine="multiply" (the AC-GAN reference):  h = z * e(y)      (N, z_dim)
     then x = net(h). Backward splits dL/dh back to the two inputs:
-      concat:   dL/dz = dL/dh[:, :z_dim],  dL/de = dL/dh[:, z_dim:]  (a concat's gradient is a split)
+      concat:   dL/dz = dL/dh[:, :z_dim],  dL/de = dL/dh[:, z_dim:]   (the gradient of a
+                                                                     concat is a split)
       multiply: dL/dz = dL/dh * e(y),      dL/de = dL/dh * z          (product rule)
     dL/de goes on into the Embedding (which has no input gradient: y is an integer),
     and backward returns dL/dz.
@@ -174,8 +175,9 @@ def dcgan_networks(data_shape, z_dim, g_in=None, d_out=1, g_dropout=0.0):
         raise ValueError(f"dcgan: image size must be 28 or 32, got {size}")
     start = 7 if size == 28 else 4
     widths = [128, 64] if size == 28 else [256, 128, 64]  # G's feature maps, coarse to fine
-    g = [nn.Dense(g_in or z_dim, widths[0] * start * start), nn.BatchNorm1d(widths[0] * start * start),
-         nn.ReLU(), nn.Reshape(widths[0], start, start)]
+    base = widths[0] * start * start
+    g = [nn.Dense(g_in or z_dim, base), nn.BatchNorm1d(base), nn.ReLU(),
+         nn.Reshape(widths[0], start, start)]
     for a, b in zip(widths[:-1], widths[1:]):
         g += [nn.ConvTranspose2d(a, b, 4, 2, 1), nn.BatchNorm2d(b), nn.ReLU()]
         if g_dropout:
