@@ -132,9 +132,14 @@ class Trainer:
         return loss
 
     def step(self, real, labels=None):
-        """One D update; a G update every n_critic-th call. Returns the losses as floats."""
+        """One D update; a G update every n_critic-th call.
+
+        Returns the losses as 0-d backend arrays: converting them to Python floats here
+        would make the GPU wait and copy to the host every step, so callers convert
+        only when they log.
+        """
         self.step_count += 1
-        result = {"d_loss": float(self.discriminator_step(real, labels))}
+        result = {"d_loss": self.discriminator_step(real, labels)}
         if self.step_count % self.gan.n_critic == 0:
-            result["g_loss"] = float(self.generator_step(real.shape[0]))
+            result["g_loss"] = self.generator_step(real.shape[0])
         return result

@@ -1,0 +1,84 @@
+"""Checkpoints: one .npz file holding everything needed to sample from or resume a run.
+
+Layout (flat names, so ``numpy.load`` shows what is inside):
+  generator/<state_dict name>       G's params and buffers ("generator/net.0.weight")
+  discriminator/<state_dict name>   D's
+  g_opt/<name>, d_opt/<name>        the optimizers' state (moments, step counts)
+  meta                              JSON: run configuration, step, epoch, RNG state, history
+
+The file is written to a temporary name in the same folder and renamed into place
+(``os.replace`` is atomic), so a crash mid-write never leaves a broken checkpoint.
+This module works on the host: arrays are copied off the GPU before saving.
+"""
+
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+from tinygan import backend
+
+GROUPS = ("generator", "discriminator", "g_opt", "d_opt")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that is missing, unreadable or incomplete."""
+
+
+def save(path, trainer, meta):
+    """Write G, D, both optimizers and ``meta`` (a JSON-able dict) to ``path``."""
+    gan = trainer.gan
+    states = {
+        "generator": gan.generator.state_dict(),
+        "discriminator": gan.discriminator.state_dict(),
+        "g_opt": trainer.g_opt.state_dict(),
+        "d_opt": trainer.d_opt.state_dict(),
+    }
+    arrays = {f"{group}/{name}": backend.to_host(value)
+              for group, state in states.items() for name, value in state.items()}
+    meta = dict(meta, rng=backend.get_rng_state(), trainer_step=trainer.step_count)
+    arrays["meta"] = np.array(json.dumps(meta))
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def load(path):
+    """Read a checkpoint: returns (states: {group: {name: array}}, meta: dict)."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+        raise CheckpointError(f"checkpoint {path} is not a readable .npz file ({err})") from None
+    if "meta" not in arrays:
+        raise CheckpointError(f"checkpoint {path} has no 'meta' entry: not a tinygan checkpoint")
+    meta = json.loads(str(arrays.pop("meta")))
+    states = {group: {} for group in GROUPS}
+    for key, value in arrays.items():
+        group, _, name = key.partition("/")
+        if group not in states:
+            raise CheckpointError(f"checkpoint {path}: unexpected entry {key!r}")
+        states[group][name] = value
+    return states, meta
+
+
+def restore(trainer, states, meta):
+    """Load saved states into a trainer built from the same configuration."""
+    gan = trainer.gan
+    gan.generator.load_state_dict(states["generator"])
+    gan.discriminator.load_state_dict(states["discriminator"])
+    trainer.g_opt.load_state_dict(states["g_opt"])
+    trainer.d_opt.load_state_dict(states["d_opt"])
+    trainer.step_count = meta["trainer_step"]
+    backend.set_rng_state(meta["rng"])

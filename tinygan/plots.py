@@ -1,0 +1,81 @@
+"""Pictures of a run: sample grids, 2-D scatters and loss curves (host side, Matplotlib)."""
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: works on machines without a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def image_grid(images, rows):
+    """(N, C, H, W) in [-1, 1] -> one (rows*H, cols*W[, C]) image in [0, 1], row-major."""
+    images = np.asarray(images)
+    n, c, h, w = images.shape
+    cols = -(-n // rows)
+    canvas = np.ones((rows * h, cols * w, c), dtype=np.float32)
+    for i, img in enumerate(images):
+        r, k = divmod(i, cols)
+        canvas[r * h : (r + 1) * h, k * w : (k + 1) * w] = img.transpose(1, 2, 0)
+    canvas = (canvas + 1) / 2
+    return np.clip(canvas[..., 0] if c == 1 else canvas, 0, 1)
+
+
+def save_image_grid(path, images, rows, title=None, row_labels=None):
+    grid = image_grid(images, rows)
+    fig, ax = plt.subplots(figsize=(grid.shape[1] / 40 + 0.6, grid.shape[0] / 40 + 0.6), dpi=100)
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    if row_labels is not None:  # conditional models: say which class each row was asked for
+        h = grid.shape[0] // rows
+        ax.set_yticks([h * (i + 0.5) for i in range(rows)], [str(r) for r in row_labels])
+    else:
+        ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def save_scatter(path, samples, real, title=None):
+    """Generated 2-D points (orange) over the real data (blue)."""
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
+    ax.scatter(real[:, 0], real[:, 1], s=2, alpha=0.3, label="real")
+    ax.scatter(samples[:, 0], samples[:, 1], s=2, alpha=0.5, label="generated")
+    ax.set_aspect("equal")
+    ax.legend(loc="upper right", fontsize=8, markerscale=4)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def save_curves(path, history, metrics=None):
+    """Loss curves against the step; evaluation metrics (if any) in a second panel."""
+    panels = 2 if metrics else 1
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.2), dpi=100, squeeze=False)
+    ax = axes[0, 0]
+    for key in ("d_loss", "g_loss"):
+        points = [(h["step"], h[key]) for h in history if key in h]
+        if points:
+            steps, values = zip(*points)
+            ax.plot(steps, values, label=key, linewidth=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend(fontsize=8)
+    if metrics:
+        ax = axes[0, 1]
+        names = sorted({k for m in metrics for k in m if k not in ("step", "epoch")})
+        for name in names:
+            points = [(m["step"], m[name]) for m in metrics
+                      if isinstance(m.get(name), (int, float))]
+            if points:
+                steps, values = zip(*points)
+                ax.plot(steps, values, marker="o", label=name, linewidth=1)
+        ax.set_xlabel("step")
+        ax.set_title("evaluation", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
