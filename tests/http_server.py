@@ -1,0 +1,37 @@
+"""A throw-away HTTP server on 127.0.0.1 for download tests: nothing leaves the machine."""
+
+import contextlib
+import functools
+import http.server
+import socket
+import threading
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves files like ``python -m http.server`` without logging every request."""
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def serve_directory(folder):
+    """Serve ``folder`` on 127.0.0.1 at a free port (port 0) in a thread; yields its base URL."""
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def closed_port_url():
+    """A URL on 127.0.0.1 where nothing listens: bind port 0, note the port, release it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"

@@ -1,0 +1,390 @@
+"""tinygan.data: IDX reading, dataset lookup, verified downloads, toy mixtures, batches.
+
+Downloads are tested against a server this file starts on 127.0.0.1; every other test
+points the mirrors at a closed local port, so nothing here can reach the internet.
+"""
+
+import gzip
+import hashlib
+import os
+import shutil
+
+import numpy as np
+import pytest
+from http_server import closed_port_url, serve_directory
+
+from tinygan import backend, data
+
+IMAGES, LABELS = data.FILES["test"]
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    """Any download a test did not ask for hits a closed local port, never the internet."""
+    monkeypatch.setenv("TINYGAN_MIRROR", closed_port_url())
+    for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.delenv(var, raising=False)  # urllib must talk to 127.0.0.1 directly
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """An empty download cache in tmp_path."""
+    path = tmp_path / "cache"
+    monkeypatch.setenv("TINYGAN_DATA", str(path))
+    return path
+
+
+@pytest.fixture
+def real_data(data_dir, cache):
+    """The shared real-data folder, with an empty cache so only data_dir can answer."""
+    return data_dir
+
+
+def write_idx(path, array, magic=None):
+    """Write ``array`` (uint8) as an IDX file, gzipped when the name ends in .gz."""
+    magic = magic if magic is not None else bytes([0, 0, 0x08, array.ndim])
+    header = magic + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    raw = header + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(raw) if path.suffix == ".gz" else raw)
+    return path
+
+
+def write_split(folder, split, n, n_labels=None, suffix=".gz"):
+    """Write a small synthetic split: image i is filled with value i, label i % 10."""
+    folder.mkdir(parents=True, exist_ok=True)
+    images_name, labels_name = (f.removesuffix(".gz") + suffix for f in data.FILES[split])
+    images = np.repeat(np.arange(n, dtype=np.uint8), 28 * 28).reshape(n, 28, 28)
+    write_idx(folder / images_name, images)
+    write_idx(folder / labels_name, np.arange(n if n_labels is None else n_labels) % 10)
+
+
+def md5(path):
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+# ---------------------------------------------------------------------------- read_idx
+
+
+@pytest.mark.parametrize("name", ["x-idx3-ubyte.gz", "x-idx3-ubyte"])
+def test_read_idx_round_trip(tmp_path, name):
+    array = np.random.default_rng(0).integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    out = data.read_idx(write_idx(tmp_path / name, array))
+    assert out.dtype == np.uint8 and out.shape == (3, 28, 28)
+    np.testing.assert_array_equal(out, array)
+
+
+def test_read_idx_other_types_are_big_endian(tmp_path):
+    values = np.array([1, -2, 70000], dtype=">i4")
+    path = tmp_path / "ints-idx1-int.gz"
+    path.write_bytes(
+        gzip.compress(bytes([0, 0, 0x0C, 1]) + (3).to_bytes(4, "big") + values.tobytes())
+    )
+    np.testing.assert_array_equal(data.read_idx(path), [1, -2, 70000])
+
+
+def _damage(tmp_path, kind):
+    """A damaged IDX file of the given kind; returns its path."""
+    good = bytes([0, 0, 8, 1]) + (4).to_bytes(4, "big") + bytes([1, 2, 3, 4])
+    path = tmp_path / "labels-idx1-ubyte.gz"
+    raw = {
+        "wrong magic": bytes([0x12, 0x34, 8, 1]) + good[4:],
+        "unknown type": bytes([0, 0, 0x0A, 1]) + good[4:],
+        "not idx": b"<html>404</html>",
+        "short header": good[:6],
+        "truncated": good[:-1],
+        "trailing bytes": good + b"\0",
+        "empty": b"",
+    }.get(kind, good)
+    blob = gzip.compress(raw)
+    if kind == "not gzip":
+        blob = good
+    elif kind == "truncated gzip":
+        blob = blob[: len(blob) // 2]
+    path.write_bytes(blob)
+    return path
+
+
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("wrong magic", "bad IDX magic 0x12340801"),
+        ("unknown type", "bad IDX magic 0x00000a01"),
+        ("not idx", "bad IDX magic"),
+        ("short header", "truncated IDX header"),
+        ("truncated", "truncated: header sizes (4,) need 4 bytes of data, file has 3"),
+        ("trailing bytes", "trailing bytes"),
+        ("empty", "too short"),
+        ("not gzip", "not a gzip file"),
+        ("truncated gzip", "truncated gzip"),
+    ],
+)
+def test_read_idx_rejects_damaged_files(tmp_path, kind, message):
+    path = _damage(tmp_path, kind)
+    with pytest.raises(data.DataError, match="labels-idx1-ubyte.gz") as err:
+        data.read_idx(path)
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert isinstance(err.value, ValueError)
+
+
+def test_image_label_count_mismatch(tmp_path, cache):
+    write_split(tmp_path / "mnist", "test", n=5, n_labels=4)
+    with pytest.raises(data.DataError, match="holds 5 images but .* holds 4 labels"):
+        data.load_dataset("mnist", tmp_path, split="test")
+
+
+def test_labels_file_in_place_of_images_rejected(tmp_path, cache):
+    write_split(tmp_path, "test", n=3)
+    shutil.copy(tmp_path / LABELS, tmp_path / IMAGES)  # magic 0x0801 where 0x0803 belongs
+    with pytest.raises(data.DataError, match="expected ubyte images of shape"):
+        data.load_dataset("mnist", tmp_path, split="test")
+
+
+def test_labels_outside_0_9_rejected(tmp_path, cache):
+    write_split(tmp_path, "test", n=12, n_labels=12)
+    write_idx(tmp_path / LABELS, np.arange(12))  # label 11 is not a class
+    with pytest.raises(data.DataError, match="label 11 outside 0..9"):
+        data.load_dataset("mnist", tmp_path, split="test")
+
+
+# ------------------------------------------------------------------ lookup and loading
+
+
+def test_load_scales_to_minus_one_one(tmp_path, cache):
+    write_split(tmp_path, "test", n=3)
+    write_idx(tmp_path / IMAGES, np.array([0, 255, 51], np.uint8).repeat(784).reshape(3, 28, 28))
+    with pytest.warns(UserWarning, match="3 of the official 10,000 test images"):
+        images, labels = data.load_dataset("mnist", tmp_path, split="test")
+    assert images.dtype == np.float32 and images.shape == (3, 1, 28, 28)
+    np.testing.assert_allclose(images[:, 0, 0, 0], [-1.0, 1.0, 51 / 127.5 - 1])
+    assert labels.dtype == np.int64 and labels.tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("layout", ["files", "mnist", "fashion-mnist", "fashion-mnist-partial"])
+def test_data_dir_is_the_folder_or_its_parent(tmp_path, cache, layout):
+    name = "mnist" if layout == "mnist" else "fashion-mnist"
+    write_split(tmp_path if layout == "files" else tmp_path / layout, "test", n=4, suffix="")
+    with pytest.warns(UserWarning, match="partial copy"):
+        images, _ = data.load_dataset(name, tmp_path, split="test")
+    assert len(images) == 4
+
+
+def test_train_falls_back_to_test_with_a_warning(tmp_path, cache):
+    write_split(tmp_path, "test", n=4)
+    with pytest.warns(UserWarning, match="no train files found, using the test split"):
+        images, _ = data.load_dataset("mnist", tmp_path, split="train")
+    assert len(images) == 4
+
+
+def test_all_concatenates_train_then_test(tmp_path, cache):
+    write_split(tmp_path, "train", n=3)
+    write_split(tmp_path, "test", n=2)
+    with pytest.warns(UserWarning):
+        images, labels = data.load_dataset("mnist", tmp_path, split="all")
+    assert labels.tolist() == [0, 1, 2, 0, 1]
+    os.remove(tmp_path / LABELS)  # the test split is no longer complete
+    with pytest.warns(UserWarning, match="only the train split is present"):
+        assert len(data.load_dataset("mnist", tmp_path, split="all")[0]) == 3
+
+
+def test_cache_is_searched_after_data_dir(tmp_path, cache):
+    write_split(cache / "fashion-mnist", "train", n=6)
+    with pytest.warns(UserWarning):
+        images, _ = data.load_dataset("fashion-mnist", tmp_path / "elsewhere")
+    assert len(images) == 6
+
+
+def test_missing_without_download_is_one_line(tmp_path, cache):
+    with pytest.raises(data.DataError) as err:
+        data.load_dataset("mnist", tmp_path, split="test", download=False)
+    message = str(err.value)
+    assert "\n" not in message and IMAGES in message and LABELS in message
+    assert str(cache / "mnist") in message
+
+
+def test_unknown_name_or_split():
+    with pytest.raises(ValueError, match="unknown dataset 'cifar'"):
+        data.load_dataset("cifar")
+    with pytest.raises(ValueError, match="unknown split 'val'"):
+        data.load_dataset("mnist", split="val")
+
+
+def test_cache_dir_respects_env(tmp_path, monkeypatch):
+    monkeypatch.delenv("TINYGAN_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert data.cache_dir() == tmp_path / "tinygan"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert data.cache_dir() == tmp_path / "home" / ".cache" / "tinygan"
+    monkeypatch.setenv("TINYGAN_DATA", str(tmp_path / "mine"))
+    assert data.cache_dir() == tmp_path / "mine"
+
+
+# ---------------------------------------------------------------------------- real data
+
+
+def test_real_mnist_test_split(real_data):
+    images, labels = data.load_dataset("mnist", real_data, split="test", download=False)
+    assert images.shape == (10_000, 1, 28, 28) and images.dtype == np.float32
+    assert images.min() == -1.0 and images.max() == 1.0
+    assert labels.dtype == np.int64 and sorted(set(labels.tolist())) == list(range(10))
+    assert labels[:5].tolist() == [7, 2, 1, 0, 4]  # the well-known first test digits
+    with pytest.warns(UserWarning, match="using the test split"):
+        train_images, _ = data.load_dataset("mnist", real_data, download=False)
+    np.testing.assert_array_equal(train_images, images)
+
+
+def test_shared_mnist_holds_the_official_pixels(real_data):
+    # Its .gz bytes differ from the published archives (re-gzipped, so CHECKSUMS would reject
+    # it as a download) but the decompressed files match the published raw-file MD5s.
+    raw = {IMAGES: "2646ac647ad5339dbf082846283269ea", LABELS: "27ae3e4e09519cfbb04c329615203637"}
+    for name, expected in raw.items():
+        blob = gzip.decompress((real_data / "mnist" / name).read_bytes())
+        assert hashlib.md5(blob).hexdigest() == expected
+
+
+def test_real_fashion_partial(real_data):
+    with pytest.warns(UserWarning, match="4,443 of the official 10,000"):
+        images, labels = data.load_dataset("fashion-mnist", real_data, split="test")
+    assert images.shape == (4_443, 1, 28, 28)
+    assert images.min() >= -1.0 and images.max() <= 1.0 and labels.max() <= 9
+
+
+# ---------------------------------------------------------------------------- downloads
+
+
+@pytest.fixture
+def mirror(data_dir, tmp_path, monkeypatch):
+    """A folder to serve: copies of the shared MNIST test files, trusted by CHECKSUMS.
+
+    The shared copies are re-gzipped (same pixels as the official files, different .gz
+    bytes), so their MD5 differs from the published one; the table is patched to theirs.
+    """
+    folder = tmp_path / "mirror"
+    folder.mkdir()
+    for name in (IMAGES, LABELS):
+        shutil.copy(data_dir / "mnist" / name, folder / name)
+        monkeypatch.setitem(data.CHECKSUMS["mnist"], name, md5(folder / name))
+    return folder
+
+
+def test_download_verifies_caches_and_renames(mirror, cache, monkeypatch):
+    renames = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: renames.append((a, b)) or real_replace(a, b))
+    with serve_directory(mirror) as url:
+        # the first mirror is down: the loader moves on to the next one
+        images, labels = data.load_dataset("mnist", split="test", mirrors=[closed_port_url(), url])
+    assert images.shape == (10_000, 1, 28, 28) and labels[0] == 7
+    target = cache / "mnist"
+    assert sorted(os.listdir(target)) == sorted([IMAGES, LABELS])  # no temp file left
+    for name in (IMAGES, LABELS):
+        assert md5(target / name) == md5(mirror / name)
+    for src, dst in renames:  # each file was written beside its target, then renamed
+        assert os.path.dirname(src) == str(target) and os.path.basename(src).startswith(".")
+        assert str(dst).endswith(("idx3-ubyte.gz", "idx1-ubyte.gz"))
+    assert len(renames) == 2
+    # the server is gone and the mirror is closed: the cache answers on its own
+    again, _ = data.load_dataset("mnist", split="test")
+    np.testing.assert_array_equal(again, images)
+
+
+def test_corrupted_download_fails_checksum_and_leaves_nothing(mirror, cache, monkeypatch):
+    blob = bytearray((mirror / IMAGES).read_bytes())
+    blob[1000] ^= 0xFF
+    (mirror / IMAGES).write_bytes(bytes(blob))
+    with serve_directory(mirror) as url:
+        monkeypatch.setenv("TINYGAN_MIRROR", url)  # the env override, this time
+        with pytest.raises(data.DataError, match=f"{IMAGES}: MD5 .* does not match"):
+            data.load_dataset("mnist", split="test")
+    assert os.listdir(cache / "mnist") == []
+
+
+def test_unreachable_mirror_gives_one_line_offline_error(cache):
+    with pytest.raises(data.DataError) as err:
+        data.load_dataset("fashion-mnist", split="train", mirrors=[closed_port_url()])
+    message = str(err.value)
+    assert "\n" not in message and "could not be downloaded" in message
+    assert "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz" in message
+    assert f"put them in {cache / 'fashion-mnist'}" in message
+    assert os.listdir(cache / "fashion-mnist") == []
+
+
+# -------------------------------------------------------------------------- toy mixtures
+
+
+def test_ring_has_8_modes_on_the_unit_circle():
+    ring = data.TOY_DATASETS["ring"]
+    assert ring.centres.shape == (8, 2) and ring.sigma == 0.01
+    assert len({tuple(np.round(c, 6)) for c in ring.centres}) == 8
+    np.testing.assert_allclose(np.linalg.norm(ring.centres, axis=1), 1.0)
+    angles = np.arctan2(ring.centres[:, 1], ring.centres[:, 0]) % (2 * np.pi)
+    np.testing.assert_allclose(angles, 2 * np.pi * np.arange(8) / 8, atol=1e-12)
+    points, component = data.ring(8000)
+    assert points.dtype == np.float32 and points.shape == (8000, 2)
+    assert component.dtype == np.int64 and set(component.tolist()) == set(range(8))
+    residual = points - ring.centres[component]
+    np.testing.assert_allclose(residual.std(axis=0), 0.01, rtol=0.05)
+
+
+def test_grid_has_25_modes():
+    grid = data.TOY_DATASETS["grid"]
+    expected = {(x, y) for x in (-4, -2, 0, 2, 4) for y in (-4, -2, 0, 2, 4)}
+    assert {tuple(c) for c in grid.centres.tolist()} == expected and grid.sigma == 0.05
+    points, component = data.grid(10_000)
+    assert set(component.tolist()) == set(range(25))
+    np.testing.assert_allclose((points - grid.centres[component]).std(axis=0), 0.05, rtol=0.05)
+
+
+def test_toy_samples_follow_the_seed():
+    backend.seed(3)
+    first = data.ring(50)[0]
+    backend.seed(3)
+    np.testing.assert_array_equal(data.ring(50)[0], first)
+    np.testing.assert_array_equal(
+        data.grid(5, np.random.default_rng(1))[0], data.grid(5, np.random.default_rng(1))[0]
+    )
+
+
+# ------------------------------------------------------------------------------ batches
+
+
+def _epoch(**kwargs):
+    x = np.arange(10, dtype=np.float32).reshape(10, 1) * np.ones((1, 3), np.float32)
+    return [
+        (backend.to_host(a), None if b is None else backend.to_host(b))
+        for a, b in data.batches(x, np.arange(10), **kwargs)
+    ]
+
+
+def test_batches_shapes_and_drop_last():
+    full = _epoch(batch_size=4)
+    assert [a.shape for a, _ in full] == [(4, 3), (4, 3)]
+    ragged = _epoch(batch_size=4, drop_last=False)
+    assert [len(b) for _, b in ragged] == [4, 4, 2]
+    assert sorted(np.concatenate([b for _, b in ragged]).tolist()) == list(range(10))
+    for a, b in ragged:  # images and labels stay paired through the shuffle
+        np.testing.assert_array_equal(a[:, 0], b)
+
+
+def test_batches_shuffle_is_reproducible_by_seed():
+    backend.seed(7)
+    first, second = _epoch(batch_size=5), _epoch(batch_size=5)
+    backend.seed(7)
+    assert [b.tolist() for _, b in _epoch(batch_size=5)] == [b.tolist() for _, b in first]
+    assert [b.tolist() for _, b in second] != [b.tolist() for _, b in first]  # new epoch order
+
+
+def test_batches_without_labels_and_with_dtype():
+    points, _ = data.ring(6)
+    ((x, y),) = list(data.batches(points, None, 6, dtype="float64"))
+    assert y is None and backend.to_host(x).dtype == np.float64 and x.shape == (6, 2)
+
+
+def test_batches_reject_bad_arguments():
+    x = np.zeros((3, 2), np.float32)
+    with pytest.raises(ValueError, match="exceeds the 3 samples"):
+        data.batches(x, None, 4)
+    with pytest.raises(ValueError, match="3 images but 2 labels"):
+        data.batches(x, np.zeros(2), 2)
+    with pytest.raises(ValueError, match="at least 1"):
+        data.batches(x, None, 0)
