@@ -221,7 +221,7 @@ def _fetch(url, dest):
             dest.write(chunk)
 
 
-def download(filename, md5, target_dir, mirrors):
+def download_file(filename, md5, target_dir, mirrors):
     """Download ``filename`` from the first mirror that answers into ``target_dir``.
 
     The bytes go to a hidden temporary file in ``target_dir`` (same file system, so the
@@ -264,7 +264,7 @@ def _download_split(name, split, mirrors):
     for filename in FILES[split]:
         if not _file_in(target, filename):
             try:
-                download(filename, CHECKSUMS[name][filename], target, bases)
+                download_file(filename, CHECKSUMS[name][filename], target, bases)
             except OSError as err:
                 reason = err
     missing = [f for f in FILES[split] if not _file_in(target, f)]
