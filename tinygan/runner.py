@@ -1,0 +1,223 @@
+"""A training run: data in, pictures, metrics and checkpoints out.
+
+``run(RunConfig(...))`` is what ``tinygan train`` calls. It loads the data, builds
+the model, calls ``Trainer.step`` once per batch, and at the end of every epoch
+writes to ``out``: a sample grid (one row per class for conditional models, a
+scatter over the real data for 2-D points), the loss curves, ``metrics.json`` and
+``checkpoint.npz``. Resuming from a checkpoint continues the same run: on NumPy,
+2N steps in one go equal N steps + resume + N steps bit for bit, because batch
+order is a function of (seed, epoch) and the generators' state is saved.
+"""
+
+import itertools
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+from tinygan import backend, checkpoint, data, models, plots
+from tinygan.train import Trainer, Tricks
+
+TOY_SIZE = 10_000  # points drawn once per run from a 2-D mixture, then batched like images
+IMAGE_DATA = ("mnist", "fashion-mnist")
+
+
+@dataclass
+class RunConfig:
+    model: str = "gan"
+    data: str = "ring"
+    data_dir: str | None = None
+    epochs: int | None = None  # either epochs or steps; neither: a default per data kind
+    steps: int | None = None
+    batch_size: int | None = None  # default: 256 for 2-D points, 64 for images
+    lr: float | None = None  # default: the family's (models.build)
+    backend: str = "numpy"
+    seed: int = 0
+    out: str = "runs/gan-ring"
+    z_dim: int | None = None
+    g_dropout: float = 0.0
+    label_smoothing: float = 0.0
+    label_noise: float = 0.0
+    flip_labels: float = 0.0
+    instance_noise: float = 0.0
+    minimax: bool = False
+    evaluate: bool = True  # per-epoch metrics (tinygan.metrics) when available
+
+    def tricks(self):
+        return Tricks(**{f.name: getattr(self, f.name) for f in fields(Tricks)})
+
+
+def load_training_data(config):
+    """(samples, labels, num_classes): host arrays, labels being classes or mixture components."""
+    if config.data in data.TOY_DATASETS:
+        rng = np.random.default_rng([config.seed, 1])
+        points, components = data.TOY_DATASETS[config.data].sample(TOY_SIZE, rng)
+        return points, components, int(components.max()) + 1
+    if config.data in IMAGE_DATA:
+        images, labels = data.load_dataset(config.data, config.data_dir, split="train")
+        return images, labels, int(labels.max()) + 1
+    choices = ", ".join(list(data.TOY_DATASETS) + list(IMAGE_DATA))
+    raise ValueError(f"unknown data {config.data!r}; choose one of: {choices}")
+
+
+def build_trainer(config, data_shape, num_classes):
+    gan = models.build(config.model, data_shape, num_classes, config.z_dim, config.g_dropout)
+    return Trainer(gan, lr=config.lr, tricks=config.tricks())
+
+
+def fixed_inputs(trainer, seed, n=64):
+    """The noise (and labels) every sample grid of a run is drawn from, so epochs compare.
+
+    Drawn from a host generator of its own so that plotting never shifts the
+    training generator's stream. Conditional models: one row of 10 per class.
+    """
+    gan = trainer.gan
+    rng = np.random.default_rng([seed, 2])
+    if gan.conditional_g:
+        rows = gan.num_classes
+        y = np.repeat(np.arange(rows), 10)
+        n = len(y)
+    else:
+        y = None
+    z = rng.standard_normal((n, gan.z_dim)).astype(np.float32)
+    return backend.to_device(z), (None if y is None else backend.to_device(y))
+
+
+def generate(gan, z, y=None):
+    """Samples from G in eval mode (BatchNorm uses running statistics), as a host array."""
+    gan.generator.eval()
+    try:
+        return backend.to_host(gan.generate(z, y))
+    finally:
+        gan.generator.train()
+
+
+class Progress:
+    """A one-line progress bar on a terminal; a line every 10% otherwise (logs, CI)."""
+
+    def __init__(self, total, stream=sys.stderr):
+        self.total, self.stream = total, stream
+        self.tty = stream.isatty()
+        self.last_print = 0.0
+        self.next_fraction = 0.1
+
+    def update(self, step, losses, images_per_second):
+        now = time.perf_counter()
+        fraction = step / self.total
+        if self.tty and now - self.last_print < 0.2 and step < self.total:
+            return
+        if not self.tty and fraction < self.next_fraction and step < self.total:
+            return
+        self.last_print = now
+        self.next_fraction = math.floor(fraction * 10 + 1) / 10
+        bar = "#" * int(24 * fraction)
+        text = " ".join(f"{k} {v:.4f}" for k, v in losses.items())
+        line = f"step {step}/{self.total} [{bar:<24}] {text} {images_per_second:,.0f} img/s"
+        self.stream.write(("\r" + line) if self.tty else line + "\n")
+        if self.tty and step >= self.total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def epoch_metrics(gan, config, real, labels):
+    """Evaluation metrics for the end of an epoch; {} when tinygan.metrics is absent."""
+    if not config.evaluate:
+        return {}
+    try:
+        from tinygan import metrics
+    except ImportError:
+        return {}
+    return metrics.evaluate_for_training(gan, config, real, labels)
+
+
+def save_outputs(out, trainer, config, meta, real, z, y):
+    """Write samples, curves, metrics.json and the checkpoint for the current step."""
+    gan = trainer.gan
+    samples = generate(gan, z, y)
+    title = f"{config.model} on {config.data}, step {meta['step']}"
+    if len(gan.data_shape) == 1:
+        plots.save_scatter(os.path.join(out, "samples.png"), samples, real[:2500], title)
+    else:
+        rows = gan.num_classes if gan.conditional_g else 8
+        row_labels = list(range(rows)) if gan.conditional_g else None
+        plots.save_image_grid(os.path.join(out, "samples.png"), samples, rows, title, row_labels)
+    plots.save_curves(os.path.join(out, "losses.png"), meta["history"], meta["eval"])
+    with open(os.path.join(out, "metrics.json"), "w") as f:
+        json.dump({k: meta[k] for k in ("config", "step", "epoch", "time_s", "images_per_second",
+                                        "eval", "history")}, f, indent=1)
+    checkpoint.save(os.path.join(out, "checkpoint.npz"), trainer, meta)
+
+
+def plan(config, n_samples, sample_shape):
+    """(batch size, steps per epoch, total steps) from the config and the data size."""
+    batch = config.batch_size or (256 if len(sample_shape) == 1 else 64)
+    if batch > n_samples:
+        raise ValueError(f"batch size {batch} is larger than the {n_samples} training samples")
+    steps_per_epoch = n_samples // batch
+    if config.steps is not None:
+        total = config.steps
+    else:
+        total = (config.epochs or (30 if len(sample_shape) == 1 else 5)) * steps_per_epoch
+    if total < 1:
+        raise ValueError("nothing to do: --steps / --epochs must be at least 1")
+    return batch, steps_per_epoch, total
+
+
+def run(config, resume=None, progress=True):
+    """Train as ``config`` says (continuing ``resume`` if given); returns the final meta dict."""
+    backend.use(config.backend)
+    backend.seed(config.seed)
+    real, labels, num_classes = load_training_data(config)
+    batch, steps_per_epoch, total = plan(config, len(real), real.shape[1:])
+    trainer = build_trainer(config, real.shape[1:], num_classes)
+    gan = trainer.gan
+    meta = {"config": asdict(config), "data_shape": list(real.shape[1:]),
+            "model_options": gan.options, "step": 0, "epoch": 0, "time_s": 0.0,
+            "images_per_second": 0.0, "history": [], "eval": []}
+    if resume:
+        states, saved = checkpoint.load(resume)
+        checkpoint.restore(trainer, states, saved)
+        meta.update({k: saved[k] for k in ("step", "epoch", "time_s", "history", "eval")})
+    z, y = fixed_inputs(trainer, config.seed)
+    os.makedirs(config.out, exist_ok=True)
+    bar = Progress(total) if progress else None
+    log_every = max(1, total // 200)  # keep ~200 points of loss history
+    sums, counts = {}, {}  # device-side loss sums since the last log point
+    needs_labels = gan.conditional_d or gan.class_head
+    done = meta["step"]
+    start, first_step = time.perf_counter(), done
+
+    while done < total:
+        epoch, skip = divmod(done, steps_per_epoch)
+        # an epoch's batch order depends only on (seed, epoch), so a run resumes mid-epoch
+        order_rng = np.random.default_rng([config.seed, 3, epoch])
+        epoch_batches = data.batches(real, labels, batch, order_rng)
+        for x, y_batch in itertools.islice(epoch_batches, skip, None):
+            for k, v in trainer.step(x, y_batch if needs_labels else None).items():
+                sums[k], counts[k] = sums.get(k, 0) + v, counts.get(k, 0) + 1
+            done += 1
+            if done % log_every == 0 or done == total:
+                record = {"step": done, **{k: float(v) / counts[k] for k, v in sums.items()}}
+                sums, counts = {}, {}
+                meta["history"].append(record)
+                speed = (done - first_step) * batch / max(time.perf_counter() - start, 1e-9)
+                meta["images_per_second"] = speed
+                if bar:
+                    bar.update(done, {k: v for k, v in record.items() if k != "step"}, speed)
+            if done == total:
+                break
+        # the end of an epoch (or of the run): evaluate, draw and save
+        meta["step"], meta["epoch"] = done, done / steps_per_epoch
+        meta["time_s"] += time.perf_counter() - start
+        rng_state = backend.get_rng_state()  # evaluation must not shift training's stream
+        scores = epoch_metrics(gan, config, real, labels)
+        backend.set_rng_state(rng_state)
+        if scores:
+            meta["eval"].append({"step": done, "epoch": meta["epoch"], **scores})
+        save_outputs(config.out, trainer, config, meta, real, z, y)
+        start, first_step = time.perf_counter(), done  # evaluation and saving are not timed
+    return meta
