@@ -9,13 +9,22 @@ agree to ~1e-8 or better when the math is right, and differ grossly when it is n
 
 The error reported for each array is ||analytic - numeric|| / max(||analytic||, ||numeric||, floor),
 a norm-wise relative error that does not blow up on individual near-zero entries. The
-floor (1e-6) matters only when the true gradient is zero, e.g. a conv bias followed by
+floor matters only when the true gradient is zero, e.g. a conv bias followed by
 BatchNorm, which subtracts any per-channel constant: there both sides are rounding noise
-(~1e-10 for h = 1e-6), and dividing noise by noise would report a meaningless 1.0.
+(~1e-10 for h = 1e-6), and dividing noise by noise would report a meaningless 1.0. The
+noise is absolute, so the floor must be too large for it to matter next to a 1e-6
+tolerance: ``gradcheck`` uses 1e-3 of the largest gradient norm in the same check (and
+at least 1e-6), so a zero gradient reports its noise relative to the problem's scale.
 """
+
+import itertools
 
 from tinygan import backend
 from tinygan.backend import xp
+
+# A gradient whose norm is below this fraction of the largest one in the same check is
+# measured against that fraction: below it, finite differences cannot tell it from zero.
+ZERO_GRADIENT_FRACTION = 1e-3
 
 
 def relative_error(a, b, floor=1e-6):
@@ -27,15 +36,17 @@ def relative_error(a, b, floor=1e-6):
 def numeric_gradient(f, v, h=1e-6):
     """Central differences of the scalar function f() with respect to array v, in place."""
     grad = xp.zeros_like(v)
-    flat_v, flat_grad = v.reshape(-1), grad.reshape(-1)
-    for i in range(flat_v.size):
-        old = flat_v[i].item()
-        flat_v[i] = old + h
+    # Index v itself rather than v.reshape(-1): for a non-contiguous v (a transposed
+    # input, a weight loaded from a Fortran-ordered array) that reshape is a copy, and
+    # perturbing the copy would leave f() unchanged and the numeric gradient zero.
+    for i in itertools.product(*(range(d) for d in v.shape)):
+        old = v[i].item()
+        v[i] = old + h
         up = f()
-        flat_v[i] = old - h
+        v[i] = old - h
         down = f()
-        flat_v[i] = old
-        flat_grad[i] = (up - down) / (2 * h)
+        v[i] = old
+        grad[i] = (up - down) / (2 * h)
     return grad
 
 
@@ -65,13 +76,20 @@ def gradcheck(layer, x, h=1e-6):
     backend.set_rng_state(rng_state)
     layer.forward(x)
     dx = layer.backward(upstream)
-    errors = {}
+    pairs = {}  # name -> (analytic, numeric)
     if check_input:
-        errors["input"] = relative_error(dx, numeric_gradient(loss, x, h))
+        pairs["input"] = (dx, numeric_gradient(loss, x, h))
     for name, module, key in layer.parameters():
-        numeric = numeric_gradient(loss, module.params[key], h)
-        errors[name] = relative_error(module.grads[key], numeric)
-    return errors
+        pairs[name] = (module.grads[key], numeric_gradient(loss, module.params[key], h))
+    # The scale of the problem: the largest gradient norm of any array checked here.
+    scale = max((_norm(g) for pair in pairs.values() for g in pair), default=0.0)
+    floor = max(1e-6, ZERO_GRADIENT_FRACTION * scale)
+    return {name: relative_error(a, n, floor) for name, (a, n) in pairs.items()}
+
+
+def _norm(a):
+    a = backend.to_host(a)
+    return float((a * a).sum()) ** 0.5
 
 
 def gradcheck_loss(loss_fn, logits, *args, h=1e-6):
