@@ -170,7 +170,11 @@ def dcgan_networks(data_shape, z_dim, g_in=None, d_out=1, g_dropout=0.0):
     D: Conv(k4, s2, p1) -> LeakyReLU -> [Conv -> BN -> LeakyReLU]* -> Flatten -> Dense
     Each ConvT doubles H and W ((H-1)*2 - 2 + 4 = 2H); each Conv halves them.
     """
-    channels, size, _ = data_shape
+    if len(data_shape) != 3:
+        raise ValueError(f"dcgan: needs images of shape (C, H, W), got {data_shape}")
+    channels, size, width = data_shape
+    if size != width:
+        raise ValueError(f"dcgan: needs square images, got {size}x{width}")
     if size not in (28, 32):
         raise ValueError(f"dcgan: image size must be 28 or 32, got {size}")
     start = 7 if size == 28 else 4
