@@ -14,7 +14,7 @@ class Optimizer:
             raise ValueError(f"{type(self).__name__}: learning rate must be positive, got {lr}")
         self.module, self.lr = module, lr
         self.entries = list(module.parameters())  # (name, module, key)
-        self.state = {}  # name -> dict of arrays
+        self.state = {}  # name -> dict of arrays (and Adam's int "step")
         self.step_count = 0
 
     def zero_grad(self):
@@ -44,7 +44,9 @@ class Optimizer:
         for key, value in flat.items():
             if key != "step_count":
                 name, k = key.rsplit("/", 1)
-                self.state.setdefault(name, {})[k] = xp.asarray(value)
+                # a step count stays a Python int: reading a device scalar would sync the GPU
+                value = int(value) if k == "step" else xp.asarray(value)
+                self.state.setdefault(name, {})[k] = value
 
 
 class SGD(Optimizer):
@@ -72,7 +74,8 @@ class Adam(Optimizer):
     """torch.optim.Adam, at step t:
         m = b1 m + (1 - b1) g          v = b2 v + (1 - b2) g^2
         p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
-    The (1 - b^t) factors undo the bias of m, v starting at zero."""
+    The (1 - b^t) factors undo the bias of m, v starting at zero; t counts the
+    updates of each param (its state's "step"), as in torch."""
 
     def __init__(self, module, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(module, lr)
@@ -80,12 +83,16 @@ class Adam(Optimizer):
 
     def update(self, param, grad, state):
         b1, b2 = self.betas
-        t = self.step_count
         if self.weight_decay:
             grad = grad + self.weight_decay * param
         if "exp_avg" not in state:
             state["exp_avg"] = xp.zeros_like(param)
             state["exp_avg_sq"] = xp.zeros_like(param)
+            state["step"] = 0
+        # t counts this param's own updates, as torch does: a layer frozen for some steps
+        # (skipped by step()) must not have its bias correction advanced meanwhile.
+        state["step"] += 1
+        t = state["step"]
         m, v = state["exp_avg"], state["exp_avg_sq"]
         m *= b1
         m += (1 - b1) * grad
