@@ -1,0 +1,344 @@
+"""tinygan.train: what one step of each family does to G, D and the targets D learns.
+
+The trainer is tested by recording what it feeds the discriminator: the inputs of
+D's forward, its raw outputs (logits) and the gradient handed to D's backward. From
+those, every documented behaviour can be checked with a line of NumPy: for BCE on
+logits L with targets t and mean over n scores, dL/dlogits = (sigmoid(L) - t) / n, so
+the targets the trainer used are t = sigmoid(L) - n * grad.
+"""
+
+import numpy as np
+import pytest
+
+from tinygan import backend, data, models, nn
+from tinygan.train import Trainer, Tricks
+
+N = 64  # batch size for 2-D points
+N_IMAGES = 4  # batch size for images (convolutions on the CPU are slow)
+
+
+def host(a):
+    return np.array(backend.to_host(a))  # a copy, so later in-place updates cannot change it
+
+
+def sigmoid(x):
+    return 1 / (1 + np.exp(-x.astype(np.float64)))
+
+
+def real_batch(gan, n):
+    """A batch of real-looking data of the GAN's shape, with labels in [0, num_classes)."""
+    rng = np.random.default_rng(5)
+    if gan.data_shape == (2,):
+        x, y = data.ring(n, rng)
+    else:
+        x = rng.uniform(-1, 1, (n, *gan.data_shape)).astype(np.float32)
+        y = np.arange(n)
+    return backend.to_device(x), backend.to_device(y % gan.num_classes)
+
+
+def snapshot(module, store="params"):
+    return {f"{prefix}{k}": host(v) for prefix, m in module.modules()
+            for k, v in getattr(m, store).items()}
+
+
+def changed(before, after):
+    return {k for k in before if not np.array_equal(before[k], after[k])}
+
+
+class Recorder:
+    """Wraps D's forward and backward (on the instance) to record what the trainer passes.
+
+    forward:  inputs (the x D sees, after instance noise) and outputs (raw logits);
+    backward: grads, the dL/dlogits the trainer computed from its loss.
+    """
+
+    def __init__(self, discriminator):
+        self.inputs, self.outputs, self.grads = [], [], []
+        forward, backward = discriminator.forward, discriminator.backward
+
+        def recording_forward(x):
+            out = forward(x)
+            self.inputs.append(host(x[0] if isinstance(x, tuple) else x))
+            self.outputs.append(host(out))
+            return out
+
+        def recording_backward(dout):
+            self.grads.append(host(dout))
+            return backward(dout)
+
+        discriminator.forward, discriminator.backward = recording_forward, recording_backward
+
+    def targets(self, i):
+        """The BCE targets of the i-th forward/backward pair: t = sigmoid(L) - n * dL/dL."""
+        logits, grad = self.outputs[i], self.grads[i]
+        return sigmoid(logits) - logits.size * grad.astype(np.float64)
+
+
+TRAIN_CASES = [("gan", (2,)), ("cgan", (2,)), ("acgan", (2,)), ("wgan", (2,)),
+               ("dcgan", (1, 28, 28)), ("acgan", (1, 28, 28))]
+
+
+def make(name, shape, **tricks):
+    backend.seed(0)
+    gan = models.build(name, shape, num_classes=8)
+    return gan, Trainer(gan, tricks=Tricks(**tricks))
+
+
+def batch_size(shape):
+    return N if shape == (2,) else N_IMAGES
+
+
+# -- which network each half of the step updates -------------------------------------------
+
+
+@pytest.mark.parametrize("name, shape", TRAIN_CASES)
+def test_generator_step_freezes_the_discriminator(name, shape):
+    gan, trainer = make(name, shape)
+    d = gan.discriminator
+    for _, m in d.modules():  # sentinel grads: a frozen backward must neither add nor reset
+        m.grads = {k: backend.xp.full_like(p, 7.0) for k, p in m.params.items()}
+    d_params, d_grads, g_params = snapshot(d), snapshot(d, "grads"), snapshot(gan.generator)
+    d_opt_state = {k: host(v) for k, v in trainer.d_opt.state_dict().items()}
+
+    trainer.generator_step(batch_size(shape))
+
+    assert changed(d_params, snapshot(d)) == set(), "D's params moved in the G step"
+    assert changed(d_grads, snapshot(d, "grads")) == set(), "D's grads were touched"
+    assert {k: host(v) for k, v in trainer.d_opt.state_dict().items()} == d_opt_state
+    # every G param moved, except a Dense bias right before BatchNorm, whose exact gradient
+    # is zero (BN subtracts the per-feature mean), so Adam's step on it is rounding noise
+    moved = changed(g_params, snapshot(gan.generator))
+    assert moved, "G did not learn"
+    assert set(g_params) - moved <= {k for k in g_params if k.endswith("bias")}
+    assert all(m.requires_grad for _, m in d.modules()), "D must be unfrozen afterwards"
+    # BatchNorm in D (dcgan, acgan images) still updates its running statistics here, as
+    # PyTorch does with D in train mode; only params and grads are frozen.
+
+
+@pytest.mark.parametrize("name, shape", TRAIN_CASES)
+def test_discriminator_step_leaves_generator_alone(name, shape):
+    gan, trainer = make(name, shape)
+    real, y = real_batch(gan, batch_size(shape))
+    g_params, d_params = snapshot(gan.generator), snapshot(gan.discriminator)
+    g_grads = snapshot(gan.generator, "grads")
+
+    trainer.discriminator_step(real, y)
+
+    assert changed(g_params, snapshot(gan.generator)) == set(), "G's params moved in the D step"
+    assert changed(g_grads, snapshot(gan.generator, "grads")) == set(), "G got gradients"
+    assert changed(d_params, snapshot(gan.discriminator)), "D did not learn"
+
+
+def test_discriminator_is_unfrozen_even_when_the_generator_step_fails():
+    gan, trainer = make("gan", (2,))
+
+    def broken_backward(dout):
+        raise RuntimeError("boom")
+
+    gan.discriminator.backward = broken_backward
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.generator_step(N)
+    assert all(m.requires_grad for _, m in gan.discriminator.modules())
+
+
+def test_step_returns_device_scalars_and_counts():
+    gan, trainer = make("gan", (2,))
+    real, _ = real_batch(gan, N)
+    result = trainer.step(real)
+    assert set(result) == {"d_loss", "g_loss"} and trainer.step_count == 1
+    for value in result.values():
+        # a backend scalar (0-d), not a Python float: converting would sync the GPU per step
+        assert value.shape == () and value.dtype == np.float32
+        assert np.isfinite(float(value))
+
+
+def test_lr_argument_overrides_the_family_default():
+    gan = models.build("gan", (2,))
+    trainer = Trainer(gan, lr=3e-5)
+    assert trainer.g_opt.lr == trainer.d_opt.lr == 3e-5
+    assert Trainer(gan).g_opt.lr == gan.lr == 1e-3
+
+
+# -- AC-GAN: two heads on one set of logits, exactly one softmax ---------------------------
+
+
+def log_softmax(x):
+    x = x.astype(np.float64)
+    shifted = x - x.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+@pytest.mark.parametrize("shape", [(2,), (1, 28, 28)])
+def test_acgan_class_loss_is_one_softmax_on_raw_logits(shape):
+    gan, trainer = make("acgan", shape)
+    real, y = real_batch(gan, batch_size(shape))
+    rec = Recorder(gan.discriminator)
+    trainer.discriminator_step(real, y)
+
+    logits, grad = rec.outputs[0], rec.grads[0]  # the real batch
+    n, k = logits.shape[0], gan.num_classes
+    assert logits.shape == grad.shape == (n, 1 + k)  # both heads' gradients side by side
+    onehot = np.eye(k)[host(y)]
+    # class head: softmax cross-entropy on the raw class logits, softmax applied once
+    expected_class_grad = (np.exp(log_softmax(logits[:, 1:])) - onehot) / n
+    np.testing.assert_allclose(grad[:, 1:], expected_class_grad, rtol=1e-4, atol=1e-7)
+    # real/fake head: BCE on the raw logit, target 1 for the real batch
+    np.testing.assert_allclose(grad[:, :1], (sigmoid(logits[:, :1]) - 1) / n, rtol=1e-4,
+                               atol=1e-7)
+
+    # and the loss value: BCE(column 0, real) + cross_entropy(columns 1.., y) from raw logits
+    loss, _ = trainer._loss(backend.to_device(logits), y, True, False)
+    s = logits[:, 0].astype(np.float64)
+    bce = np.mean(np.maximum(s, 0) - s + np.log1p(np.exp(-np.abs(s))))
+    cross_entropy = -np.mean(log_softmax(logits[:, 1:])[np.arange(n), host(y)])
+    np.testing.assert_allclose(float(loss), bce + cross_entropy, rtol=1e-5)
+
+
+def test_acgan_generator_is_trained_on_the_class_of_its_labels():
+    """In the G step the class loss uses the labels G was asked to draw."""
+    gan, trainer = make("acgan", (2,))
+    asked = []
+    sample_inputs = trainer.sample_inputs
+    trainer.sample_inputs = lambda n: asked.append(sample_inputs(n)) or asked[-1]
+    rec = Recorder(gan.discriminator)
+    trainer.generator_step(N)
+    logits, grad = rec.outputs[0], rec.grads[0]
+    onehot = np.eye(gan.num_classes)[host(asked[0][1])]
+    np.testing.assert_allclose(grad[:, 1:], (np.exp(log_softmax(logits[:, 1:])) - onehot) / N,
+                               rtol=1e-4, atol=1e-7)
+
+
+# -- WGAN: clipping and the critic schedule ------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(2,), (1, 28, 28)])
+def test_wgan_clips_every_critic_param(shape):
+    gan, trainer = make("wgan", shape)
+    real, _ = real_batch(gan, batch_size(shape))
+    initial = snapshot(gan.discriminator)
+    assert max(float(abs(v).max()) for v in initial.values()) > 0.01  # so clipping has work
+    trainer.step(real)
+    for name, value in snapshot(gan.discriminator).items():
+        assert np.abs(value).max() <= np.float32(0.01), name
+
+
+def test_wgan_updates_generator_every_fifth_step():
+    gan, trainer = make("wgan", (2,))
+    real, _ = real_batch(gan, N)
+    g_updates = []
+    for step in range(1, 11):
+        before = snapshot(gan.generator)
+        result = trainer.step(real)
+        moved = bool(changed(before, snapshot(gan.generator)))
+        assert ("g_loss" in result) == moved
+        if moved:
+            g_updates.append(step)
+    assert g_updates == [5, 10]
+    assert trainer.g_opt.step_count == 2 and trainer.d_opt.step_count == 10
+
+
+def test_wgan_critic_gradients_are_plus_minus_one_over_n():
+    gan, trainer = make("wgan", (2,))
+    real, _ = real_batch(gan, N)
+    rec = Recorder(gan.discriminator)
+    trainer.discriminator_step(real)
+    np.testing.assert_array_equal(rec.grads[0], np.full((N, 1), -1 / N, np.float32))  # real
+    np.testing.assert_array_equal(rec.grads[1], np.full((N, 1), 1 / N, np.float32))  # fake
+
+
+# -- stabilisation tricks: what each does to D's targets and inputs ------------------------
+
+
+def d_step_targets(**tricks):
+    """Targets of D's real and fake halves in one D step of the vanilla GAN on points."""
+    gan, trainer = make("gan", (2,), **tricks)
+    real, _ = real_batch(gan, 1000)
+    rec = Recorder(gan.discriminator)
+    trainer.discriminator_step(real)
+    return rec.targets(0), rec.targets(1)
+
+
+ATOL = 1e-4  # recovering t from float32 logits and gradients
+
+
+def test_default_targets_are_one_and_zero():
+    real, fake = d_step_targets()
+    np.testing.assert_allclose(real, 1.0, atol=ATOL)
+    np.testing.assert_allclose(fake, 0.0, atol=ATOL)
+
+
+def test_label_smoothing_is_one_sided():
+    real, fake = d_step_targets(label_smoothing=0.1)
+    np.testing.assert_allclose(real, 0.9, atol=ATOL)
+    np.testing.assert_allclose(fake, 0.0, atol=ATOL)
+
+
+def test_label_noise_jitters_targets_inward():
+    real, fake = d_step_targets(label_noise=0.2)
+    assert real.min() >= 0.8 - ATOL and real.max() <= 1 + ATOL
+    assert fake.min() >= -ATOL and fake.max() <= 0.2 + ATOL
+    for t, centre in ((real, 0.9), (fake, 0.1)):  # uniform over the interval, not constant
+        assert t.std() > 0.04 and abs(t.mean() - centre) < 0.01
+
+
+def test_flip_labels_swaps_a_fraction_of_targets():
+    real, fake = d_step_targets(flip_labels=0.25)
+    for t, kept, flipped in ((real, 1.0, 0.0), (fake, 0.0, 1.0)):
+        is_flipped = np.abs(t - flipped) < ATOL
+        assert np.all(is_flipped | (np.abs(t - kept) < ATOL))
+        assert 0.2 < is_flipped.mean() < 0.3  # 1000 draws at p = 0.25
+
+
+def test_flip_applies_after_smoothing():
+    real, _ = d_step_targets(label_smoothing=0.1, flip_labels=0.5)
+    assert np.all((np.abs(real - 0.9) < ATOL) | (np.abs(real - 0.1) < ATOL))
+
+
+@pytest.mark.parametrize("sigma", [0.0, 0.5])
+def test_instance_noise_is_added_to_everything_d_sees(sigma):
+    gan, trainer = make("gan", (2,), instance_noise=sigma)
+    real, _ = real_batch(gan, 2000)
+    fakes = []
+    generate = gan.generate
+    gan.generate = lambda z, y=None: fakes.append(generate(z, y)) or fakes[-1]
+    rec = Recorder(gan.discriminator)
+    trainer.discriminator_step(real)
+    trainer.generator_step(2000)
+    # what D saw minus what it was given: real (D step), fake (D step), fake (G step)
+    for seen, given in zip(rec.inputs, [real, fakes[0], fakes[1]]):
+        noise = seen - host(given)
+        if sigma == 0:
+            assert np.array_equal(noise, np.zeros_like(noise))
+        else:
+            assert abs(noise.std() - sigma) < 0.03 and abs(noise.mean()) < 0.03
+    assert len(rec.inputs) == 3
+
+
+@pytest.mark.parametrize("minimax", [False, True])
+def test_generator_loss_sign(minimax):
+    """Non-saturating: L_G = -log s(x), dL/dx = (s - 1)/n. Minimax: L_G = log(1 - s(x)),
+    dL/dx = -s/n. Both push D's score up, but the minimax gradient vanishes as s -> 0."""
+    gan, trainer = make("gan", (2,), minimax=minimax)
+    rec = Recorder(gan.discriminator)
+    loss = float(trainer.generator_step(N))
+    logits, grad = rec.outputs[0], rec.grads[0]
+    s = sigmoid(logits)
+    if minimax:
+        np.testing.assert_allclose(loss, np.mean(np.log1p(-s)), rtol=1e-5)
+        np.testing.assert_allclose(grad, -s / N, rtol=1e-4, atol=1e-8)
+        assert loss < 0
+    else:
+        np.testing.assert_allclose(loss, np.mean(-np.log(s)), rtol=1e-5)
+        np.testing.assert_allclose(grad, (s - 1) / N, rtol=1e-4, atol=1e-8)
+        assert loss > 0
+    assert np.all(grad < 0)
+
+
+def test_g_dropout_is_active_while_training():
+    gan = models.build("gan", (2,), g_dropout=0.5)
+    assert any(isinstance(m, nn.Dropout) for _, m in gan.generator.modules())
+    z = backend.rng().standard_normal((N, gan.z_dim), dtype=np.float32)
+    a, b = host(gan.generate(z)), host(gan.generate(z))
+    assert not np.array_equal(a, b)  # a different mask each forward
+    gan.generator.eval()
+    np.testing.assert_array_equal(host(gan.generate(z)), host(gan.generate(z)))
