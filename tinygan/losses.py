@@ -41,6 +41,8 @@ def cross_entropy(logits, labels):
     if logits.ndim != 2 or labels.shape != (logits.shape[0],):
         raise ValueError(f"cross_entropy: expected logits (N, K) and labels (N,), got "
                          f"{tuple(logits.shape)} and {tuple(labels.shape)}")
+    if not xp.issubdtype(labels.dtype, xp.integer):  # float labels would index by accident
+        raise ValueError(f"cross_entropy: expected integer class labels, got {labels.dtype}")
     n, k = logits.shape
     shifted = logits - logits.max(axis=1, keepdims=True)
     log_z = xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))

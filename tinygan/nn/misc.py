@@ -38,6 +38,9 @@ class Flatten(Module):
     """(N, d1, d2, ...) -> (N, d1*d2*...); backward reshapes the gradient back."""
 
     def forward(self, x):
+        if x.ndim < 2:  # as torch: a bare (N,) vector has no axes to flatten
+            raise ValueError(f"{self!r}: expected input of shape (N, ...) with at least 2 "
+                             f"axes, got {tuple(x.shape)}")
         self.cache = x.shape
         return x.reshape(x.shape[0], -1)
 

@@ -123,14 +123,16 @@ class Module:
                 f"{type(self).__name__}.load_state_dict: missing keys {missing}, "
                 f"unexpected keys {unexpected}"
             )
+        # Check every shape before copying anything, so a bad entry leaves no half-loaded model.
         for name, (store, k) in targets.items():
-            value = xp.asarray(state[name])
-            if value.shape != store[k].shape:
+            shape = tuple(getattr(state[name], "shape", ()))
+            if shape != tuple(store[k].shape):
                 raise ValueError(
                     f"{type(self).__name__}.load_state_dict: {name!r} has shape "
-                    f"{tuple(value.shape)}, expected {tuple(store[k].shape)}"
+                    f"{shape}, expected {tuple(store[k].shape)}"
                 )
-            store[k] = value.astype(store[k].dtype, copy=True)
+        for name, (store, k) in targets.items():
+            store[k] = xp.asarray(state[name]).astype(store[k].dtype, copy=True)
 
     def __repr__(self):
         return f"{type(self).__name__}({self.extra_repr()})"

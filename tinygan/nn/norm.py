@@ -49,10 +49,13 @@ class _BatchNorm(Module):
         axes = (0,) + tuple(range(2, x.ndim))  # every axis but the channel axis
         shape = (1, -1) + (1,) * (x.ndim - 2)  # broadcasts a per-channel vector over x
         if self.training:
+            m = x.size // x.shape[1]
+            if m < 2:  # as torch: one value has variance 0 and xhat would be all zeros
+                raise ValueError(f"{self!r}: expected more than one value per channel in "
+                                 f"training mode, got input of shape {tuple(x.shape)}")
             mean = x.mean(axis=axes)
             var = x.var(axis=axes)
-            m = x.size // x.shape[1]
-            self._update_running(mean, var * (m / max(m - 1, 1)))
+            self._update_running(mean, var * (m / (m - 1)))
         else:
             mean = self.buffers["running_mean"].astype(x.dtype)
             var = self.buffers["running_var"].astype(x.dtype)

@@ -1,0 +1,198 @@
+"""The array backend: switching, its error messages, seeding and host/device moves.
+
+Tests that switch backends put back the one under test (``TINYGAN_BACKEND``) afterwards.
+Without a GPU, a stand-in "cupy" module (NumPy behind a recording proxy) shows that the
+switch reaches modules which imported ``xp`` before it happened.
+"""
+
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import host_rng
+
+from tinygan import backend, nn
+from tinygan.backend import xp
+from tinygan.nn import activations
+
+
+def cupy_works():
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+needs_cupy = pytest.mark.skipif(not cupy_works(), reason="CuPy with a visible GPU not available")
+
+
+@pytest.fixture
+def restore_backend():
+    """Switch back to the backend under test after a test that switches. Request it
+    before ``monkeypatch``, so the stand-in cupy is gone when it switches back."""
+    under_test = backend.name()
+    yield
+    backend.use(under_test)
+
+
+def fake_cupy(device_count=1):
+    """A module named cupy that computes with NumPy and records the names looked up."""
+    module = types.ModuleType("cupy")
+    module.looked_up = []
+
+    def getattr_(name):
+        module.looked_up.append(name)
+        return getattr(np, name)
+
+    module.__getattr__ = getattr_
+    module.cuda = types.SimpleNamespace(
+        runtime=types.SimpleNamespace(getDeviceCount=lambda: device_count))
+    return module
+
+
+# -- choosing a backend ------------------------------------------------------------------
+
+def test_use_numpy(restore_backend):
+    backend.use("numpy")
+    assert backend.name() == "numpy"
+    assert xp.zeros is np.zeros
+    assert isinstance(backend.rng(), np.random.Generator)
+    assert "numpy" in repr(xp)
+
+
+def test_unknown_backend_lists_the_valid_ones(restore_backend):
+    before = backend.name()
+    with pytest.raises(ValueError, match="unknown tinygan backend 'nope'") as err:
+        backend.use("nope")
+    message = str(err.value)
+    assert "numpy" in message and "cupy" in message and "\n" not in message
+    assert backend.name() == before  # a failed switch changes nothing
+
+
+def test_cupy_not_installed_gives_one_line_error(restore_backend, monkeypatch):
+    before = backend.name()
+    monkeypatch.setitem(sys.modules, "cupy", None)  # makes `import cupy` raise ImportError
+    with pytest.raises(RuntimeError, match="needs CuPy, which is not installed") as err:
+        backend.use("cupy")
+    assert "\n" not in str(err.value)
+    assert err.value.__cause__ is None and err.value.__suppress_context__  # no traceback chain
+    assert backend.name() == before
+
+
+@pytest.mark.parametrize("runtime, expected", [
+    (lambda: 0, "CuPy is installed but no GPU is visible"),
+    (lambda: 1 / 0, "no usable GPU"),
+], ids=["no_gpu", "broken_driver"])
+def test_cupy_without_gpu_gives_one_line_error(restore_backend, monkeypatch, runtime, expected):
+    module = fake_cupy()
+    module.cuda.runtime.getDeviceCount = runtime
+    monkeypatch.setitem(sys.modules, "cupy", module)
+    with pytest.raises(RuntimeError, match=expected) as err:
+        backend.use("cupy")
+    assert "\n" not in str(err.value)
+
+
+def test_xp_follows_the_switch_into_modules_that_imported_it(restore_backend, monkeypatch):
+    module = fake_cupy()
+    monkeypatch.setitem(sys.modules, "cupy", module)
+    backend.use("cupy")
+    assert backend.name() == "cupy" and "cupy" in repr(xp)
+    # activations did `from tinygan.backend import xp` long before the switch
+    y = nn.Tanh().forward(np.array([0.0, 1.0]))
+    assert "tanh" in module.looked_up
+    assert activations.xp is xp
+    np.testing.assert_allclose(y, np.tanh([0.0, 1.0]))
+    backend.use("numpy")
+    module.looked_up.clear()
+    nn.Tanh().forward(np.array([0.0, 1.0]))
+    assert module.looked_up == [] and backend.name() == "numpy"
+
+
+@pytest.mark.parametrize("name, ok", [("numpy", True), ("nope", False)])
+def test_environment_variable_picks_the_backend(name, ok):
+    env = dict(os.environ, TINYGAN_BACKEND=name)
+    code = "from tinygan import backend; print(backend.name())"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, timeout=60, cwd=Path(__file__).parents[1])
+    if ok:
+        assert result.returncode == 0 and result.stdout.strip() == name
+    else:
+        assert result.returncode != 0
+        assert "unknown tinygan backend 'nope'; valid backends: numpy, cupy" in result.stderr
+
+
+# -- seeding -----------------------------------------------------------------------------
+
+def draw_everything():
+    """Numbers from every consumer of the seeded generators."""
+    layer = nn.Conv2d(2, 3, 3)
+    mask = nn.Dropout(0.5).forward(backend.to_device(np.ones((4, 4))))
+    return [backend.to_host(a) for a in (backend.rng().standard_normal(5),
+                                         layer.params["weight"], mask)] + [
+        backend.host_rng().permutation(10)]
+
+
+def test_seed_makes_everything_reproducible():
+    backend.seed(123)
+    first = draw_everything()
+    backend.seed(123)
+    second = draw_everything()
+    backend.seed(124)
+    third = draw_everything()
+    for a, b, c in zip(first, second, third, strict=True):
+        np.testing.assert_array_equal(a, b)
+        assert not np.array_equal(a, c)
+
+
+def test_rng_state_round_trip():
+    backend.seed(5)
+    state = backend.get_rng_state()
+    first = (backend.to_host(backend.rng().random(4)), backend.host_rng().random(4))
+    backend.rng().random(100)  # move both generators on
+    backend.host_rng().random(100)
+    backend.set_rng_state(state)
+    second = (backend.to_host(backend.rng().random(4)), backend.host_rng().random(4))
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+# -- host <-> device ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_to_device_to_host_round_trip(dtype):
+    host = (host_rng(0).standard_normal((3, 4)) * 10).astype(dtype)
+    device = backend.to_device(host)
+    assert isinstance(device, np.ndarray) == (backend.name() == "numpy")
+    back = backend.to_host(device)
+    assert isinstance(back, np.ndarray) and back.dtype == dtype
+    np.testing.assert_array_equal(back, host)
+
+
+def test_to_device_casts_and_to_host_accepts_scalars():
+    device = backend.to_device(np.arange(4), dtype=xp.float32)
+    assert device.dtype == np.float32
+    np.testing.assert_array_equal(backend.to_host(device), [0, 1, 2, 3])
+    assert backend.to_host(3.5) == 3.5 and isinstance(backend.to_host(3.5), np.ndarray)
+
+
+@needs_cupy
+@pytest.mark.cupy
+def test_real_cupy_round_trip(restore_backend):
+    import cupy
+
+    backend.use("cupy")
+    host = host_rng(1).standard_normal((5, 2))
+    device = backend.to_device(host)
+    assert isinstance(device, cupy.ndarray)
+    assert isinstance(backend.rng().standard_normal(3), cupy.ndarray)
+    np.testing.assert_array_equal(backend.to_host(device), host)
+    layer = nn.Dense(2, 3).astype(xp.float64)
+    y = backend.to_host(layer.forward(device))
+    w, b = (backend.to_host(layer.params[k]) for k in ("weight", "bias"))
+    np.testing.assert_allclose(y, host @ w.T + b, rtol=1e-12)

@@ -1,0 +1,249 @@
+"""Bad input: every mistake raises a one-line ValueError (KeyError for state-dict key
+sets) that names the layer and what it expected, before any arithmetic goes wrong."""
+
+import re
+
+import numpy as np
+import pytest
+from helpers import host_rng
+
+from tinygan import backend, losses, nn, optim
+from tinygan.backend import xp
+
+
+def device_zeros(*shape, dtype=np.float64):
+    return backend.to_device(np.zeros(shape, dtype=dtype))
+
+
+def raises_one_line(exc, *fragments):
+    """pytest.raises that also checks the message is one line containing every fragment."""
+
+    class Checker:
+        def __enter__(self):
+            self.ctx = pytest.raises(exc)
+            self.info = self.ctx.__enter__()
+            return self.info
+
+        def __exit__(self, *args):
+            suppressed = self.ctx.__exit__(*args)
+            message = str(self.info.value)
+            assert "\n" not in message, f"message is not one line: {message!r}"
+            for fragment in fragments:
+                assert fragment in message, f"{fragment!r} not in {message!r}"
+            return suppressed
+
+    return Checker()
+
+
+# -- wrong rank and wrong channel count --------------------------------------------------
+
+WRONG_INPUTS = [
+    # (layer, bad input shape, fragments the message must contain)
+    (lambda: nn.Dense(3, 4), (2, 3, 1), ["Dense(3, 4", "(N, 3)", "(2, 3, 1)"]),
+    (lambda: nn.Dense(3, 4), (3,), ["Dense(3, 4", "(N, 3)", "(3,)"]),
+    (lambda: nn.Dense(3, 4), (2, 5), ["Dense(3, 4", "(N, 3)", "(2, 5)"]),
+    (lambda: nn.Conv2d(3, 8, 3), (2, 3, 5), ["Conv2d(3, 8", "(N, 3, H, W)", "(2, 3, 5)"]),
+    (lambda: nn.Conv2d(3, 8, 3), (2, 1, 5, 5), ["Conv2d(3, 8", "(N, 3, H, W)", "(2, 1, 5, 5)"]),
+    (lambda: nn.ConvTranspose2d(4, 2, 3), (4, 5, 5),
+     ["ConvTranspose2d(4, 2", "(N, 4, H, W)", "(4, 5, 5)"]),
+    (lambda: nn.ConvTranspose2d(4, 2, 3), (1, 2, 5, 5),
+     ["ConvTranspose2d(4, 2", "(N, 4, H, W)", "(1, 2, 5, 5)"]),
+    (lambda: nn.BatchNorm1d(4), (2, 3), ["BatchNorm1d(4", "(N, 4)", "(2, 3)"]),
+    (lambda: nn.BatchNorm1d(4), (2, 3, 7), ["BatchNorm1d(4", "(N, 4, L)", "(2, 3, 7)"]),
+    (lambda: nn.BatchNorm1d(4), (2, 4, 3, 3), ["BatchNorm1d(4", "(N, 4", "(2, 4, 3, 3)"]),
+    (lambda: nn.BatchNorm2d(4), (2, 4, 3), ["BatchNorm2d(4", "(N, 4, H, W)", "(2, 4, 3)"]),
+    (lambda: nn.BatchNorm2d(4), (2, 3, 3, 3), ["BatchNorm2d(4", "(N, 4, H, W)", "(2, 3, 3, 3)"]),
+    (lambda: nn.Reshape(2, 3), (4, 5), ["Reshape(2, 3)", "N x 6", "(4, 5)"]),
+    (lambda: nn.Flatten(), (5,), ["Flatten", "(N, ...)", "(5,)"]),
+]
+
+
+@pytest.mark.parametrize("make, shape, fragments", WRONG_INPUTS,
+                         ids=[f"{frags[0]})-{shape}" for _, shape, frags in WRONG_INPUTS])
+def test_wrong_input_shape_names_layer_and_expected_shape(make, shape, fragments):
+    layer = make()
+    with raises_one_line(ValueError, *fragments):
+        layer.forward(device_zeros(*shape))
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batchnorm_needs_more_than_one_value_per_channel_in_training(training):
+    """As torch: batch statistics of a single value are meaningless (the variance is 0)."""
+    layer = nn.BatchNorm1d(3).train(training)
+    x = device_zeros(1, 3)
+    if training:
+        with raises_one_line(ValueError, "BatchNorm1d(3", "more than one value per channel"):
+            layer.forward(x)
+    else:
+        layer.forward(x)  # eval mode uses the running statistics: fine
+
+
+# -- a spatial size the kernel does not fit ---------------------------------------------
+
+def test_conv2d_input_smaller_than_kernel():
+    layer = nn.Conv2d(1, 2, (3, 5), padding=(0, 1))
+    with raises_one_line(ValueError, "Conv2d(1, 2", "4x2", "3x5"):
+        layer.forward(device_zeros(1, 1, 4, 2))
+
+
+def test_conv_transpose2d_empty_output():
+    layer = nn.ConvTranspose2d(1, 2, 3, padding=2)
+    with raises_one_line(ValueError, "ConvTranspose2d(1, 2", "1x1", "empty output"):
+        layer.forward(device_zeros(1, 1, 1, 1))
+
+
+# -- bad constructor arguments ----------------------------------------------------------
+
+BAD_CONV_ARGUMENTS = [
+    dict(kernel_size=(3,)),
+    dict(kernel_size=(3, 3, 3)),
+    dict(kernel_size="3"),
+    dict(kernel_size=2.5),
+    dict(kernel_size=(2, 1.5)),
+    dict(kernel_size=0),
+    dict(kernel_size=(3, -1)),
+    dict(kernel_size=3, stride=0),
+    dict(kernel_size=3, stride=(1, -2)),
+    dict(kernel_size=3, stride=1.0),
+    dict(kernel_size=3, padding=-1),
+    dict(kernel_size=3, padding=(0, 0.5)),
+]
+
+
+@pytest.mark.parametrize("cls", [nn.Conv2d, nn.ConvTranspose2d])
+@pytest.mark.parametrize("kwargs", BAD_CONV_ARGUMENTS,
+                         ids=[",".join(f"{k}={v!r}" for k, v in kw.items())
+                              for kw in BAD_CONV_ARGUMENTS])
+def test_bad_conv_arguments(cls, kwargs):
+    """Sizes must be positive ints (padding: non-negative), an int or a pair of them; the
+    message names the layer and the argument (the last one given is the bad one)."""
+    with raises_one_line(ValueError, cls.__name__, list(kwargs)[-1]):
+        cls(2, 3, **kwargs)
+
+
+@pytest.mark.parametrize("cls", [nn.Conv2d, nn.ConvTranspose2d])
+def test_numpy_integer_conv_arguments_are_accepted(cls):
+    """As torch: sizes computed with NumPy (np.int64) are ints too."""
+    layer = cls(1, 1, np.int64(3), stride=np.int64(1), padding=(np.int64(1), 1))
+    assert layer.kernel_size == (3, 3) and layer.padding == (1, 1)
+
+
+@pytest.mark.parametrize("stride, output_padding", [
+    (1, 1), (2, 2), ((2, 1), (0, 1)), (2, (3, 0)), (2, -1),
+])
+def test_output_padding_must_be_between_zero_and_stride(stride, output_padding):
+    with raises_one_line(ValueError, "ConvTranspose2d", "output_padding"):
+        nn.ConvTranspose2d(2, 3, 3, stride=stride, output_padding=output_padding)
+
+
+def test_dropout_probability_out_of_range():
+    for p in (-0.1, 1.0, 1.5):
+        with raises_one_line(ValueError, "Dropout", "[0, 1)"):
+            nn.Dropout(p)
+
+
+@pytest.mark.parametrize("cls", [optim.SGD, optim.Adam, optim.RMSprop])
+def test_optimizer_learning_rate_must_be_positive(cls):
+    for lr in (0.0, -1e-3):
+        with raises_one_line(ValueError, cls.__name__, "learning rate"):
+            cls(nn.Dense(2, 2), lr=lr)
+
+
+# -- Embedding indices -------------------------------------------------------------------
+
+@pytest.mark.parametrize("idx", [
+    np.array([0.0, 1.0]), np.array([[0, 1]]), np.array([True, False]),
+], ids=["float", "2d", "bool"])
+def test_embedding_rejects_non_integer_or_non_vector_indices(idx):
+    with raises_one_line(ValueError, "Embedding(5, 3)", "1-D integer array"):
+        nn.Embedding(5, 3).forward(backend.to_device(idx))
+
+
+@pytest.mark.skipif(backend.name() != "numpy", reason="range is checked on NumPy only (a "
+                    "check on CuPy would sync the GPU every step)")
+@pytest.mark.parametrize("bad", [-1, 5])
+def test_embedding_rejects_out_of_range_indices(bad):
+    with raises_one_line(ValueError, "Embedding(5, 3)", "[0, 5)"):
+        nn.Embedding(5, 3).forward(backend.to_device(np.array([0, bad])))
+
+
+# -- losses ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("logits_shape, target_shape", [((4, 1), (4,)), ((4,), (5,)),
+                                                         ((2, 3), (3, 2))])
+def test_bce_with_logits_mismatched_shapes(logits_shape, target_shape):
+    with raises_one_line(ValueError, "bce_with_logits", str(logits_shape), str(target_shape)):
+        losses.bce_with_logits(device_zeros(*logits_shape), device_zeros(*target_shape))
+
+
+@pytest.mark.parametrize("logits_shape, labels_shape", [((4, 3), (5,)), ((4,), (4,)),
+                                                         ((4, 3), (4, 1)), ((2, 3, 4), (2,))])
+def test_cross_entropy_mismatched_shapes(logits_shape, labels_shape):
+    labels = device_zeros(*labels_shape, dtype=np.int64)
+    with raises_one_line(ValueError, "cross_entropy", "(N, K)", str(labels_shape)):
+        losses.cross_entropy(device_zeros(*logits_shape), labels)
+
+
+def test_cross_entropy_rejects_non_integer_labels():
+    with raises_one_line(ValueError, "cross_entropy", "integer"):
+        losses.cross_entropy(device_zeros(3, 4), device_zeros(3))
+
+
+# -- state dicts -------------------------------------------------------------------------
+
+def small_net():
+    return nn.Sequential(nn.Dense(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Dense(4, 2))
+
+
+def host_state(module):
+    return {k: backend.to_host(v).copy() for k, v in module.state_dict().items()}
+
+
+def test_load_state_dict_missing_key():
+    state = host_state(small_net())
+    del state["1.running_var"]
+    with raises_one_line(KeyError, "Sequential", "missing keys ['1.running_var']"):
+        small_net().load_state_dict(state)
+
+
+def test_load_state_dict_unexpected_key():
+    state = host_state(small_net())
+    state["4.weight"] = np.zeros((2, 2), dtype=np.float32)
+    with raises_one_line(KeyError, "Sequential", "unexpected keys ['4.weight']"):
+        small_net().load_state_dict(state)
+
+
+def test_load_state_dict_shape_mismatch_names_key_and_expected_shape():
+    state = host_state(small_net())
+    state["3.weight"] = np.zeros((2, 5), dtype=np.float32)
+    with raises_one_line(ValueError, "Sequential", "'3.weight'", "(2, 5)", "expected (2, 4)"):
+        small_net().load_state_dict(state)
+
+
+def test_failed_load_state_dict_changes_nothing():
+    """A bad entry is found before anything is copied: no half-loaded model."""
+    net = small_net()
+    before = host_state(net)
+    state = {k: v + 1 for k, v in host_state(small_net()).items()}
+    state["3.bias"] = np.zeros(7, dtype=np.float32)  # the last entry is the bad one
+    with pytest.raises(ValueError):
+        net.load_state_dict(state)
+    for k, v in host_state(net).items():
+        np.testing.assert_array_equal(v, before[k], err_msg=k)
+
+
+def test_load_state_dict_accepts_its_own_state_and_keeps_dtypes():
+    source, target = small_net(), small_net().astype(xp.float64)
+    target.load_state_dict(host_state(source))
+    for k, v in host_state(target).items():
+        np.testing.assert_array_equal(v, host_state(source)[k].astype(v.dtype), err_msg=k)
+    assert target[0].params["weight"].dtype == np.float64  # copied into the existing dtype
+    assert target[1].buffers["num_batches_tracked"].dtype == np.int64
+
+
+def test_messages_are_one_line_even_for_long_shapes():
+    layer = nn.Dense(1000, 10)
+    x = backend.to_device(host_rng(0).standard_normal((2, 999)))
+    with pytest.raises(ValueError) as err:
+        layer.forward(x)
+    assert re.fullmatch(r"[^\n]+", str(err.value))
