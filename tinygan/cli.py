@@ -14,6 +14,13 @@ import numpy as np
 from tinygan import backend, checkpoint, data, models, plots, runner
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line usage error (the full usage is one --help away)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def positive_int(text):
     value = int(text)
     if value < 1:
@@ -78,9 +85,13 @@ def train(args):
         # a resumed run keeps its saved configuration; only its length and output may change
         _, meta = checkpoint.load(args.resume)
         saved = {k: v for k, v in meta["config"].items() if k not in ("out", "evaluate")}
-        fields = {**saved, **{k: fields[k] for k in ("epochs", "steps", "backend") if fields[k]}}
+        # a new --epochs or --steps replaces the saved length, both fields (they exclude each other)
+        length = ("epochs", "steps") if fields["epochs"] or fields["steps"] else ()
+        fields = {**saved, **{k: fields[k] for k in (*length, "backend")}}
         if args.out is None:
             args.out = meta["config"]["out"]
+    if fields["data_dir"] and not os.path.isdir(fields["data_dir"]):
+        raise ValueError(f"--data-dir {fields['data_dir']}: no such folder")
     out = args.out or os.path.join("runs", f"{fields['model']}-{fields['data']}")
     config = runner.RunConfig(**fields, out=out, evaluate=not args.no_eval)
     meta = runner.run(config, resume=args.resume, progress=not args.quiet)
@@ -127,11 +138,14 @@ COMMANDS = {"train": train, "sample": sample}
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="tinygan", description=__doc__.splitlines()[0])
+    parser = Parser(prog="tinygan", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     add_train_parser(sub)
     add_sample_parser(sub)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help (0), or a usage error already reported (2)
+        return stop.code
     warnings.showwarning = show_warning
     try:
         COMMANDS[args.command](args)
