@@ -121,7 +121,7 @@ class GAN:
         return self.discriminator.forward((x, y) if self.conditional_d else x)
 
     def make_optimizers(self, lr=None):
-        lr = lr or self.lr
+        lr = self.lr if lr is None else lr  # not `lr or`: an explicit 0 must fail, not vanish
         if self.optimizer == "rmsprop":
             return optim.RMSprop(self.generator, lr=lr), optim.RMSprop(self.discriminator, lr=lr)
         return (optim.Adam(self.generator, lr=lr, betas=self.betas),
