@@ -99,9 +99,10 @@ def generate(gan, z, y=None):
 class Progress:
     """A one-line progress bar on a terminal; a line every 10% otherwise (logs, CI)."""
 
-    def __init__(self, total, stream=sys.stderr):
-        self.total, self.stream = total, stream
-        self.tty = stream.isatty()
+    def __init__(self, total, stream=None):
+        # sys.stderr looked up now, not at import: it may have been redirected since
+        self.total, self.stream = total, stream or sys.stderr
+        self.tty = self.stream.isatty()
         self.last_print = 0.0
         self.next_fraction = 0.1
 
