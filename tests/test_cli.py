@@ -1,0 +1,266 @@
+"""The ``tinygan`` command: every model trains and samples; every expected failure is one line.
+
+Commands run in-process through ``tinygan.cli.main([...])`` (fast, and capsys sees the
+output); one test runs ``python -m tinygan`` in a subprocess to prove the entry point.
+Downloads are pointed at a closed local port and the cache at an empty folder, so no
+test can reach the network or pick up files from outside tmp_path.
+"""
+
+import gzip
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from http_server import closed_port_url
+
+from tinygan import cli, data
+
+OUTPUTS = {"samples.png", "losses.png", "metrics.json", "checkpoint.npz"}
+PNG = b"\x89PNG\r\n\x1a\n"
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    """Any download hits a closed local port, never the internet."""
+    monkeypatch.setenv("TINYGAN_MIRROR", closed_port_url())
+
+
+@pytest.fixture
+def empty_cache(tmp_path, monkeypatch):
+    """An empty download cache, so only --data-dir can answer (request it after data_dir,
+    which reads $TINYGAN_DATA to find the real data)."""
+    monkeypatch.setenv("TINYGAN_DATA", str(tmp_path / "empty-cache"))
+
+
+def run(capsys, *argv):
+    """(exit code, stdout, stderr lines) of ``tinygan ARGV``."""
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err.splitlines()
+
+
+def assert_one_line_error(capsys, *argv, match):
+    code, _, err = run(capsys, *argv)
+    assert code != 0
+    assert len(err) == 1 and err[0].startswith("tinygan"), err
+    assert match in err[0], err[0]
+
+
+def assert_outputs(out):
+    assert OUTPUTS <= set(os.listdir(out))
+    assert (out / "samples.png").read_bytes().startswith(PNG)
+    assert (out / "losses.png").read_bytes().startswith(PNG)
+    return json.loads((out / "metrics.json").read_text())
+
+
+def assert_samples(capsys, checkpoint, out, *extra):
+    code, stdout, _ = run(capsys, "sample", "--checkpoint", checkpoint, "--out", out, "--n", 12,
+                          *extra)
+    assert code == 0 and f"wrote 12 samples to {out}" in stdout
+    assert out.read_bytes().startswith(PNG)
+
+
+# -- every model, a few steps ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model, toy", [("gan", "ring"), ("cgan", "grid"), ("acgan", "ring"),
+                                        ("wgan", "grid")])
+def test_train_and_sample_on_toy_data(tmp_path, capsys, model, toy):
+    out = tmp_path / "run"
+    code, stdout, _ = run(capsys, "train", "--model", model, "--data", toy, "--steps", 5,
+                          "--batch-size", 500, "--out", out, "--quiet")
+    assert code == 0 and f"trained {model} on {toy}: 5 steps" in stdout
+    metrics = assert_outputs(out)
+    assert metrics["step"] == 5 and metrics["config"]["model"] == model
+    assert [h["step"] for h in metrics["history"]] == [1, 2, 3, 4, 5]
+    assert_samples(capsys, out / "checkpoint.npz", tmp_path / "s" / "all.png")
+    if model in ("cgan", "acgan"):
+        assert_samples(capsys, out / "checkpoint.npz", tmp_path / "one.png", "--label", 3)
+
+
+@pytest.mark.parametrize("model", ["gan", "dcgan", "cgan", "acgan", "wgan"])
+def test_train_and_sample_on_mnist(tmp_path, capsys, data_dir, empty_cache, model):
+    out = tmp_path / "run"
+    code, stdout, err = run(capsys, "train", "--model", model, "--data", "mnist", "--data-dir",
+                            data_dir, "--steps", 2, "--batch-size", 8, "--out", out, "--quiet")
+    assert code == 0, err
+    # only the test split is in the shared folder: said once, in one line
+    assert len(err) == 1 and err[0].startswith("tinygan: warning: mnist: no train files found")
+    assert "trained" in stdout
+    assert assert_outputs(out)["step"] == 2
+    assert_samples(capsys, out / "checkpoint.npz", tmp_path / "samples.png")
+    if model in ("cgan", "acgan"):
+        assert_samples(capsys, out / "checkpoint.npz", tmp_path / "seven.png", "--label", 7)
+
+
+def test_train_dcgan_on_partial_fashion_mnist(tmp_path, capsys, data_dir, empty_cache):
+    out = tmp_path / "run"
+    code, _, err = run(capsys, "train", "--model", "dcgan", "--data", "fashion-mnist",
+                       "--data-dir", data_dir, "--steps", 2, "--batch-size", 8, "--out", out,
+                       "--quiet")
+    assert code == 0, err
+    assert assert_outputs(out)["step"] == 2
+    # the shared copy holds only part of the test split: both facts in one warning line
+    assert len(err) == 1 and "partial copy" in err[0]
+
+
+def test_tricks_reach_the_run_config(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, _ = run(capsys, "train", "--steps", 1, "--batch-size", 500, "--out", out, "--quiet",
+                     "--label-smoothing", 0.1, "--label-noise", 0.05, "--flip-labels", 0.02,
+                     "--instance-noise", 0.1, "--g-dropout", 0.2, "--minimax", "--lr", 3e-4,
+                     "--z-dim", 3, "--seed", 7)
+    assert code == 0
+    config = json.loads((out / "metrics.json").read_text())["config"]
+    assert config == {**config, "label_smoothing": 0.1, "label_noise": 0.05, "flip_labels": 0.02,
+                      "instance_noise": 0.1, "g_dropout": 0.2, "minimax": True, "lr": 3e-4,
+                      "z_dim": 3, "seed": 7}
+
+
+def test_progress_bar_without_a_terminal_prints_lines(tmp_path, capsys):
+    code, _, err = run(capsys, "train", "--steps", 20, "--batch-size", 500, "--out", tmp_path)
+    assert code == 0
+    assert err[-1].startswith("step 20/20 [########################]") and len(err) == 10
+
+
+def test_resume_with_a_new_length_replaces_the_saved_one(tmp_path, capsys):
+    """The first run was given --steps; resuming with --epochs must not keep the old --steps."""
+    common = ["--batch-size", 1000, "--quiet"]  # 10 steps an epoch on 10,000 toy points
+    assert run(capsys, "train", "--steps", 3, "--out", tmp_path, *common)[0] == 0
+    code, stdout, _ = run(capsys, "train", "--resume", tmp_path / "checkpoint.npz", "--epochs", 2,
+                          "--quiet")
+    assert code == 0 and "20 steps" in stdout
+    assert json.loads((tmp_path / "metrics.json").read_text())["step"] == 20
+
+
+def test_help_exits_zero(capsys):
+    assert cli.main(["train", "--help"]) == 0
+    assert "--model" in capsys.readouterr().out
+
+
+# -- expected failures: one line on stderr, non-zero exit ----------------------------------------
+
+
+@pytest.mark.parametrize("argv, match", [
+    ([], "the following arguments are required: command"),
+    (["fit"], "invalid choice: 'fit'"),
+    (["train", "--model", "vae"], "argument --model: invalid choice: 'vae'"),
+    (["train", "--data", "cifar"], "argument --data: invalid choice: 'cifar'"),
+    (["train", "--steps", "0"], "must be a positive integer, got 0"),
+    (["train", "--steps", "ten"], "argument --steps: invalid positive_int value: 'ten'"),
+    (["train", "--steps", "2", "--epochs", "1"], "not allowed with argument"),
+    (["train", "--label-smoothing", "1.5"], "must be in [0, 1), got 1.5"),
+    (["train", "--batch-size", "-4"], "must be a positive integer, got -4"),
+    (["train", "--backend", "tpu"], "invalid choice: 'tpu'"),
+    (["sample"], "the following arguments are required: --checkpoint"),
+])
+def test_bad_arguments(capsys, argv, match):
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("tinygan"), err
+    assert match in err[0]
+
+
+def test_bad_values_found_while_running(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert_one_line_error(capsys, "train", "--lr", 0, "--steps", 1, "--out", out,
+                          match="tinygan train: error: Adam: learning rate must be positive")
+    assert_one_line_error(capsys, "train", "--batch-size", 20000, "--out", out,
+                          match="batch size 20000 is larger than the 10000 training samples")
+    assert_one_line_error(capsys, "train", "--model", "dcgan", "--steps", 1, "--out", out,
+                          match="dcgan is convolutional and needs images")
+
+
+def test_missing_data_dir(tmp_path, capsys):
+    assert_one_line_error(capsys, "train", "--data", "mnist", "--data-dir", tmp_path / "nowhere",
+                          "--out", tmp_path / "run",
+                          match=f"--data-dir {tmp_path / 'nowhere'}: no such folder")
+
+
+def test_corrupt_data_file(tmp_path, capsys, data_dir, empty_cache):
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    images, labels = data.FILES["test"]
+    good = gzip.decompress((data_dir / "mnist" / images).read_bytes())
+    (folder / images).write_bytes(gzip.compress(good[: len(good) // 2]))  # half the pixels
+    (folder / labels).write_bytes((data_dir / "mnist" / labels).read_bytes())
+    code, _, err = run(capsys, "train", "--data", "mnist", "--data-dir", tmp_path, "--steps", 1,
+                       "--out", tmp_path / "run")
+    assert code == 1
+    errors = [line for line in err if "error" in line]  # the "test split only" warning aside
+    assert len(errors) == 1 and errors[0].startswith(f"tinygan train: error: {folder / images}:")
+    assert "truncated" in errors[0]
+    assert not (tmp_path / "run" / "checkpoint.npz").exists()
+
+
+def test_damaged_gzip_stream(tmp_path, capsys, empty_cache):
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    images, labels = data.FILES["train"]
+    raw = gzip.compress(bytes([0, 0, 8, 3]) + b"".join(int(d).to_bytes(4, "big")
+                                                       for d in (2, 28, 28)) + bytes(2 * 784))
+    (folder / images).write_bytes(raw[:-12])  # the gzip trailer cut off
+    (folder / labels).write_bytes(gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 2, 1, 2])))
+    assert_one_line_error(capsys, "train", "--data", "mnist", "--data-dir", tmp_path,
+                          "--steps", 1, "--out", tmp_path / "run",
+                          match=f"tinygan train: error: {folder / images}: truncated gzip stream")
+
+
+@pytest.fixture
+def bad_checkpoints(tmp_path, capsys):
+    """A real checkpoint cut in half, a text file, and a path that does not exist."""
+    assert run(capsys, "train", "--steps", 1, "--batch-size", 500, "--out", tmp_path / "ok",
+               "--quiet")[0] == 0
+    raw = (tmp_path / "ok" / "checkpoint.npz").read_bytes()
+    (tmp_path / "half.npz").write_bytes(raw[: len(raw) // 2])
+    (tmp_path / "text.npz").write_text("hello\n")
+    return [tmp_path / "half.npz", tmp_path / "text.npz", tmp_path / "missing.npz"]
+
+
+def test_corrupt_checkpoint(tmp_path, capsys, bad_checkpoints):
+    for path in bad_checkpoints:
+        assert_one_line_error(capsys, "sample", "--checkpoint", path, "--out", tmp_path / "s.png",
+                              match=f"tinygan sample: error: checkpoint {path}")
+        assert_one_line_error(capsys, "train", "--resume", path,
+                              match=f"tinygan train: error: checkpoint {path}")
+    assert not (tmp_path / "s.png").exists()
+
+
+def test_bad_sample_labels(tmp_path, capsys):
+    for model in ("gan", "cgan"):
+        assert run(capsys, "train", "--model", model, "--steps", 1, "--batch-size", 500,
+                   "--out", tmp_path / model, "--quiet")[0] == 0
+    assert_one_line_error(capsys, "sample", "--checkpoint", tmp_path / "gan" / "checkpoint.npz",
+                          "--label", 1, "--out", tmp_path / "s.png",
+                          match="--label applies to conditional models (cgan, acgan), not gan")
+    assert_one_line_error(capsys, "sample", "--checkpoint", tmp_path / "cgan" / "checkpoint.npz",
+                          "--label", 8, "--out", tmp_path / "s.png",
+                          match="--label must be in [0, 8), got 8")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("cupy") is not None, reason="CuPy is installed")
+def test_unavailable_backend(tmp_path, capsys):
+    assert_one_line_error(capsys, "train", "--backend", "cupy", "--steps", 1,
+                          "--out", tmp_path / "run", match="needs CuPy, which is not installed")
+
+
+# -- the entry point ---------------------------------------------------------------------------
+
+
+def test_python_dash_m_entry_point(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OPENBLAS_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "tinygan", "train", "--steps", "5", "--batch-size", "500",
+         "--out", str(tmp_path / "run")],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "trained gan on ring: 5 steps" in result.stdout
+    assert_outputs(tmp_path / "run")
+    bad = subprocess.run([sys.executable, "-m", "tinygan", "train", "--model", "vae"],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert bad.returncode == 2 and len(bad.stderr.splitlines()) == 1
