@@ -1,0 +1,72 @@
+"""Each demo runs for a few steps and writes its picture, so the demos cannot rot.
+
+Demos are scripts read top to bottom; they run here in-process through ``runpy`` with
+``sys.argv`` patched, as ``python demos/NAME.py ARGS`` would run them.
+"""
+
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+from http_server import closed_port_url
+
+DEMOS = Path(__file__).resolve().parents[1] / "demos"
+PNG = b"\x89PNG\r\n\x1a\n"
+# the shared data folder holds only (part of) the test split; the demos say so, as they should
+pytestmark = pytest.mark.filterwarnings("ignore:.*(no train files found|partial copy)")
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    monkeypatch.setenv("TINYGAN_MIRROR", closed_port_url())  # no demo may download here
+
+
+@pytest.fixture
+def empty_cache(tmp_path, monkeypatch):
+    """Only --data-dir can answer (request after data_dir, which reads $TINYGAN_DATA)."""
+    monkeypatch.setenv("TINYGAN_DATA", str(tmp_path / "empty-cache"))
+
+
+def run_demo(monkeypatch, capsys, name, *args):
+    monkeypatch.setattr(sys, "argv", [str(DEMOS / name), *map(str, args)])
+    runpy.run_path(str(DEMOS / name), run_name="__main__")
+    return capsys.readouterr().out
+
+
+def test_every_demo_is_tested():
+    assert {p.name for p in DEMOS.glob("*.py")} == {
+        "gan_ring.py", "wgan_grid.py", "dcgan_fashion_mnist.py", "cgan_mnist.py",
+        "acgan_mnist.py"}
+
+
+def test_gan_ring(tmp_path, monkeypatch, capsys):
+    out = run_demo(monkeypatch, capsys, "gan_ring.py", "--steps", 3, "--out", tmp_path)
+    assert "modes found:" in out
+    assert (tmp_path / "ring.png").read_bytes().startswith(PNG)
+
+
+def test_wgan_grid(tmp_path, monkeypatch, capsys):
+    out = run_demo(monkeypatch, capsys, "wgan_grid.py", "--steps", 5, "--out", tmp_path)
+    assert "n_critic 5, clip 0.01" in out
+    assert (tmp_path / "grid.png").read_bytes().startswith(PNG)
+
+
+def test_dcgan_fashion_mnist(tmp_path, monkeypatch, capsys, data_dir, empty_cache):
+    out = run_demo(monkeypatch, capsys, "dcgan_fashion_mnist.py", "--steps", 2, "--every", 1,
+                   "--batch-size", 8, "--data-dir", data_dir, "--out", tmp_path)
+    assert "step 2: wrote" in out
+    assert (tmp_path / "samples.png").read_bytes().startswith(PNG)
+
+
+def test_cgan_mnist(tmp_path, monkeypatch, capsys, data_dir, empty_cache):
+    run_demo(monkeypatch, capsys, "cgan_mnist.py", "--steps", 2, "--batch-size", 8,
+             "--data-dir", data_dir, "--out", tmp_path)
+    assert (tmp_path / "digits.png").read_bytes().startswith(PNG)
+
+
+def test_acgan_mnist(tmp_path, monkeypatch, capsys, data_dir, empty_cache):
+    out = run_demo(monkeypatch, capsys, "acgan_mnist.py", "--steps", 2, "--batch-size", 8,
+                   "--data-dir", data_dir, "--out", tmp_path)
+    assert "D's class head on 1000 held-out digits:" in out
+    assert (tmp_path / "digits.png").read_bytes().startswith(PNG)
