@@ -3,97 +3,169 @@
 Notation: x (N, C, H, W) input, weight (F, C, kh, kw), stride (sh, sw), padding
 (ph, pw), output (N, F, Ho, Wo) with Ho = (H + 2 ph - kh) // sh + 1.
 
-im2col unrolls every kh x kw window of the (padded) input into one column:
+Memory layout. The layers take and return (N, C, H, W) arrays, as PyTorch does, but
+inside they compute in the "batch last" layout (C, H, W, N):
 
-    cols[(c, i, j), (n, oh, ow)] = x[n, c, oh*sh + i, ow*sw + j]       (C*kh*kw, N*Ho*Wo)
+    a[c, h, w, n] = x[n, c, h, w],        to_chwn(x) = a,    to_nchw(a) = x
+
+and what they return is ``to_nchw(a)``: an (N, C, H, W) *view* of (C, H, W, N) memory,
+made without copying. NumPy's elementwise operations allocate their results in the
+memory order of their inputs, so ReLU, BatchNorm, ... keep that order, and the next
+convolution gets its (C, H, W, N) array back for free (``to_chwn`` of such a view is
+again a view). Why batch last:
+
+- a (C, H, W, N) array *is* the (C, H*W*N) matrix the products below multiply, so
+  going between arrays and matrices is a reshape, never a transposing copy;
+- im2col and col2im move, for every channel, kernel offset and pixel, a contiguous run
+  of N values. In the (N, C, H, W) layout the runs are Wo values apart by sw (7 values
+  two apart in the DCGAN), and the per-run overhead dominates;
+- the (C, H, W, N) layout works as well for one channel (the image) as for many.
+
+im2col unrolls every kh x kw window of the zero-padded input xpad (C, Hp, Wp, N) into
+one column, batch included:
+
+    cols[(c, i, j), (oh, ow, n)] = xpad[c, oh*sh + i, ow*sw + j, n]    (C*kh*kw, Ho*Wo*N)
 
 after which the whole convolution, batch included, is ONE matrix product:
 
-    out[f, (n, oh, ow)] = sum_(c,i,j) weight[f, (c, i, j)] * cols[(c, i, j), (n, oh, ow)]
+    out[f, (oh, ow, n)] = sum_(c,i,j) weight[f, (c, i, j)] * cols[(c, i, j), (oh, ow, n)]
 
-col2im is the adjoint (transpose) of im2col: it sends every column entry back to
-the pixel it was read from and *adds* where windows overlap. It is a loop over
-the kh*kw kernel offsets, each a strided slice-add over all pixels at once.
+and out, read as (F, Ho, Wo, N), is the output in the batch-last layout.
+
+col2im is the adjoint (transpose) of pad-then-im2col: it sends every column entry back
+to the pixel it was read from, *adds* where windows overlap, and drops what was read
+from the zero padding (the adjoint of padding is cropping). It is a loop over the
+kh*kw kernel offsets, each one strided slice-add over all pixels at once, in the dtype
+of the columns (no add.at, no float64 temporary).
+
+Scratch arrays that never leave a layer (the padded input, the columns) live in
+``layer.workspace`` and are reused from call to call while shape and dtype stay the
+same; arrays that a layer returns are always new.
 """
+
+import numbers
 
 from tinygan.backend import xp
 from tinygan.nn import init
 from tinygan.nn.module import Module, check_input
 
 
-def pair(value, what):
-    """An int or a pair of ints -> a pair of ints (PyTorch's convention)."""
-    pair_ = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair_) != 2 or not all(isinstance(v, int) for v in pair_):
-        raise ValueError(f"{what} must be an int or a pair of ints, got {value!r}")
-    return pair_
+def _is_int(v):
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)  # np.int64 counts
 
 
-def im2col(x, kernel, stride, out_size):
-    """(N, C, Hp, Wp) padded input -> (C*kh*kw, N*Ho*Wo) columns, one copy.
+def pair(value, what, minimum=1):
+    """An int or a pair of ints, each >= minimum -> a pair of ints (PyTorch's convention)."""
+    pair_ = (value, value) if _is_int(value) else value
+    if (not isinstance(pair_, (tuple, list)) or len(pair_) != 2
+            or not all(_is_int(v) and v >= minimum for v in pair_)):
+        raise ValueError(f"{what} must be an int >= {minimum} or a pair of them, got {value!r}")
+    return tuple(int(v) for v in pair_)
 
-    as_strided builds the 6-D view windows[c, i, j, n, oh, ow] = x[n, c, oh*sh+i, ow*sw+j]
-    without copying: moving one step along oh moves sh rows in memory.
+
+def to_chwn(x):
+    """(N, C, H, W) -> contiguous (C, H, W, N). A view when x came from ``to_nchw``
+    (or from elementwise work on such an array), else one transposing copy."""
+    return xp.ascontiguousarray(x.transpose(1, 2, 3, 0))
+
+
+def to_nchw(a):
+    """(C, H, W, N) -> (N, C, H, W), always a view."""
+    return a.transpose(3, 0, 1, 2)
+
+
+def workspace(layer, name, shape, like):
+    """A scratch array of ``layer``, zero-filled when (re)allocated, kept across calls.
+
+    Reallocated when the shape, the dtype or the array library changed since the last call. Because
+    it starts at zero, a padded buffer whose interior alone is ever written keeps a
+    zero border for free.
+    """
+    buf = layer.workspace.get(name)
+    if (buf is None or buf.shape != shape or buf.dtype != like.dtype
+            or not isinstance(buf, xp.ndarray)):  # the backend changed
+        buf = xp.zeros(shape, dtype=like.dtype)
+        layer.workspace[name] = buf
+    return buf
+
+
+def pad_into(buf, x, padding):
+    """Write (N, C, H, W) x into the interior of the zero-bordered (C, Hp, Wp, N) buf.
+
+    Hp = H + 2 ph, Wp = W + 2 pw. One copy, no xp.pad: the border is never written.
+    """
+    (ph, pw), (_, h, w) = padding, x.shape[1:]
+    buf[:, ph : ph + h, pw : pw + w, :] = x.transpose(1, 2, 3, 0)
+    return buf
+
+
+def im2col(xpad, kernel, stride, out_size, out):
+    """(C, Hp, Wp, N) padded input -> (C*kh*kw, Ho*Wo*N) columns, written into ``out``.
+
+    as_strided builds the 6-D view windows[c, i, j, oh, ow, n] = xpad[c, oh*sh+i, ow*sw+j, n]
+    without copying (one step along oh moves sh rows in memory); the only copy is the
+    one into the columns, in runs of N contiguous values.
     """
     (kh, kw), (sh, sw), (out_h, out_w) = kernel, stride, out_size
-    n, c = x.shape[:2]
-    step_n, step_c, step_h, step_w = x.strides
+    c, _, _, n = xpad.shape
+    step_c, step_h, step_w, step_n = xpad.strides
+    shape = (c, kh, kw, out_h, out_w, n)
     windows = xp.lib.stride_tricks.as_strided(
-        x,
-        shape=(c, kh, kw, n, out_h, out_w),
-        strides=(step_c, step_h, step_w, step_n, step_h * sh, step_w * sw),
+        xpad, shape=shape, strides=(step_c, step_h, step_w, step_h * sh, step_w * sw, step_n)
     )
-    return windows.reshape(c * kh * kw, n * out_h * out_w)
+    out.reshape(shape)[...] = windows
+    return out
 
 
-def col2im(cols, padded_shape, kernel, stride, out_size):
-    """Adjoint of im2col: x[n, c, oh*sh+i, ow*sw+j] += cols[(c, i, j), (n, oh, ow)].
+def _span(offset, stride, count, size):
+    """Which k in range(count) have 0 <= k*stride + offset < size, as a pair of slices:
+    (those k, the positions k*stride + offset they land on). None when there are none."""
+    first = max(0, -(offset // stride))  # smallest k with k*stride + offset >= 0
+    last = min(count - 1, (size - 1 - offset) // stride)
+    if last < first:
+        return None
+    return slice(first, last + 1), slice(first * stride + offset, last * stride + offset + 1,
+                                         stride)
+
+
+def col2im(cols, shape, kernel, stride, padding, out_size):
+    """Adjoint of pad-then-im2col: x[c, oh*sh+i-ph, ow*sw+j-pw, n] += cols[(c, i, j), (oh, ow, n)].
 
     For each kernel offset (i, j), the columns hold one value per output pixel;
-    they land on a strided grid of the input, so one slice-add places them all.
+    they land on a strided grid of x, so one slice-add places them all. Values that
+    land in the padding are dropped (the adjoint of padding is cropping), so the result
+    is a new, contiguous (C, H, W, N) array of ``shape``, in the dtype of ``cols``.
     """
-    (kh, kw), (sh, sw), (out_h, out_w) = kernel, stride, out_size
-    n, c = padded_shape[:2]
-    cols = cols.reshape(c, kh, kw, n, out_h, out_w)
-    x = xp.zeros(padded_shape, dtype=cols.dtype)
+    (kh, kw), (sh, sw), (ph, pw), (out_h, out_w) = kernel, stride, padding, out_size
+    c, h, w, n = shape
+    cols = cols.reshape(c, kh, kw, out_h, out_w, n)
+    x = xp.zeros(shape, dtype=cols.dtype)
     for i in range(kh):
+        rows = _span(i - ph, sh, out_h, h)
         for j in range(kw):
-            x[:, :, i : i + sh * out_h : sh, j : j + sw * out_w : sw] += cols[:, i, j].transpose(
-                1, 0, 2, 3
-            )
+            columns = _span(j - pw, sw, out_w, w)
+            if rows and columns:
+                (src_r, dst_r), (src_c, dst_c) = rows, columns
+                x[:, dst_r, dst_c, :] += cols[:, i, j, src_r, src_c, :]
     return x
-
-
-def pad_hw(x, padding):
-    """Zero-pad the two spatial axes of an (N, C, H, W) array."""
-    ph, pw = padding
-    if ph == 0 and pw == 0:
-        return x
-    return xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-
-
-def channels_first(a):
-    """(N, C, H, W) -> (C, N*H*W): the matrix layout the products below use."""
-    return a.transpose(1, 0, 2, 3).reshape(a.shape[1], -1)
-
-
-def batch_first(a, n, h, w):
-    """(C, N*H*W) -> (N, C, H, W), the inverse of channels_first."""
-    return a.reshape(a.shape[0], n, h, w).transpose(1, 0, 2, 3)
 
 
 class Conv2d(Module):
     """out = weight * x + bias (cross-correlation, as torch.nn.Conv2d).
 
     Forward, with W2 = weight.reshape(F, C*kh*kw) and cols = im2col(pad(x)):
-        out2 = W2 @ cols + bias                  (F, N*Ho*Wo)
-    Backward, with G2 = dL/dout in the same (F, N*Ho*Wo) layout:
+        out2 = W2 @ cols + bias                  (F, Ho*Wo*N) = (F, Ho, Wo, N) batch last
+    Backward, with G2 = dL/dout in the same (F, Ho*Wo*N) layout:
         dweight = G2 @ cols^T                    (F, C*kh*kw) -> (F, C, kh, kw)
         dbias   = G2.sum(axis=1)                 (F,)
-        dcols   = W2^T @ G2                      (C*kh*kw, N*Ho*Wo)
-        dx      = col2im(dcols), padding cropped  (N, C, H, W)
-    The first two are the Dense rule with the columns as inputs; dcols flows back to
-    every pixel a column copied, so dx is col2im of it (the adjoint of the copy).
+        dcols   = W2^T @ G2                      (C*kh*kw, Ho*Wo*N)
+        dx      = col2im(dcols)                  (C, H, W, N) batch last
+    out2[f, p] = sum_k W2[f, k] cols[k, p] + bias[f] is the Dense rule with the columns
+    as inputs and the (pixel, sample) pairs p as the batch, which gives the first two
+    lines. Each cols[k, p] is a copy of one input pixel, so its gradient dcols[k, p] =
+    sum_f W2[f, k] G2[f, p] flows back to that pixel and adds up over the windows that
+    copied it: dx is col2im (the adjoint of the copy) of dcols. A frozen layer
+    (requires_grad_(False)) skips dweight and dbias, one product fewer.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
@@ -101,12 +173,13 @@ class Conv2d(Module):
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = pair(kernel_size, "Conv2d kernel_size")
         self.stride = pair(stride, "Conv2d stride")
-        self.padding = pair(padding, "Conv2d padding")
+        self.padding = pair(padding, "Conv2d padding", minimum=0)
         kh, kw = self.kernel_size
         bound = init.fan_in_bound(in_channels * kh * kw)
         self.params["weight"] = init.uniform((out_channels, in_channels, kh, kw), bound)
         if bias:
             self.params["bias"] = init.uniform((out_channels,), bound)
+        self.workspace = {}
         self.zero_grad()
 
     def extra_repr(self):
@@ -123,28 +196,33 @@ class Conv2d(Module):
 
     def forward(self, x):
         check_input(self, x, "NCHW", self.in_channels)
-        n, _, h, w = x.shape
-        out_size = self.output_size(h, w)
-        x_padded = pad_hw(x, self.padding)
-        cols = im2col(x_padded, self.kernel_size, self.stride, out_size)
+        n, c, h, w = x.shape
+        (kh, kw), (ph, pw) = self.kernel_size, self.padding
+        out_h, out_w = self.output_size(h, w)
+        if ph or pw:
+            xpad = pad_into(workspace(self, "xpad", (c, h + 2 * ph, w + 2 * pw, n), x),
+                            x, self.padding)
+        else:  # im2col reads any strides: no copy at all
+            xpad = x.transpose(1, 2, 3, 0)
+        cols = im2col(xpad, self.kernel_size, self.stride, (out_h, out_w),
+                      workspace(self, "cols", (c * kh * kw, out_h * out_w * n), x))
         out = self.params["weight"].reshape(self.out_channels, -1) @ cols
         if "bias" in self.params:
             out += self.params["bias"][:, None]
-        self.cache = (cols, x_padded.shape, out_size)
-        return batch_first(out, n, *out_size)
+        self.cache = (cols, (c, h, w, n), (out_h, out_w))
+        return to_nchw(out.reshape(self.out_channels, out_h, out_w, n))
 
     def backward(self, dout):
-        cols, padded_shape, out_size = self.cache
+        cols, in_shape, out_size = self.cache
         weight = self.params["weight"]
-        dout2 = channels_first(dout)
+        dout2 = to_chwn(dout).reshape(self.out_channels, -1)
         if self.requires_grad:
             self.accumulate_grad("weight", (dout2 @ cols.T).reshape(weight.shape))
             if "bias" in self.params:
                 self.accumulate_grad("bias", dout2.sum(axis=1))
         dcols = weight.reshape(self.out_channels, -1).T @ dout2
-        dx_padded = col2im(dcols, padded_shape, self.kernel_size, self.stride, out_size)
-        (ph, pw), (hp, wp) = self.padding, padded_shape[2:]
-        return dx_padded[:, :, ph : hp - ph, pw : wp - pw]
+        dx = col2im(dcols, in_shape, self.kernel_size, self.stride, self.padding, out_size)
+        return to_nchw(dx)
 
 
 class ConvTranspose2d(Module):
@@ -152,18 +230,22 @@ class ConvTranspose2d(Module):
 
     weight has shape (C_in, C_out, kh, kw). Take a Conv2d with this weight that maps
     C_out channels to C_in channels; its backward-data pass sends a gradient G
-    (N, C_in, H, W) back to its input as col2im(W2^T @ G2). That map, applied to x
+    (C_in, H, W, N) back to its input as col2im(W2^T @ G2). That map, applied to x
     instead of G, *is* the transposed convolution's forward:
-        cols = W2^T @ x2                 W2 = weight.reshape(C_in, C_out*kh*kw), x2 (C_in, N*H*W)
-        out  = crop(col2im(cols)) + bias
+        cols = W2^T @ x2       W2 = weight.reshape(C_in, C_out*kh*kw), x2 (C_in, H*W*N)
+        out  = col2im(cols) + bias
     so each input pixel stamps a weighted kh x kw kernel onto a stride-spaced output
-    grid. The uncropped output has (H-1)*sh + kh + output_padding rows; cropping
-    `padding` from each side gives Ho = (H-1)*sh - 2*ph + kh + output_padding.
+    grid. That grid has Hp = (H-1)*sh + kh + output_padding rows; col2im drops
+    `padding` rows on each side (a crop), leaving Ho = (H-1)*sh - 2*ph + kh + output_padding.
 
     Backward runs the same Conv2d forward: with dcols = im2col(pad(dL/dout)),
-        dx      = W2 @ dcols            (C_in, N*H*W)  -> (N, C_in, H, W)
+        dx      = W2 @ dcols            (C_in, H*W*N) = (C_in, H, W, N) batch last
         dweight = x2 @ dcols^T          (C_in, C_out*kh*kw)
         dbias   = dL/dout summed over N, H, W.
+    (cols = W2^T x2 is the Dense rule again, with gradient dcols = im2col(pad(dL/dout))
+    because im2col is the adjoint of col2im and padding the adjoint of cropping; then
+    dx2 = W2 dcols and dW2 = x2 dcols^T.) The costs mirror Conv2d's exactly: one
+    im2col and two products backward, one product and one col2im forward.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
@@ -172,8 +254,9 @@ class ConvTranspose2d(Module):
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = pair(kernel_size, "ConvTranspose2d kernel_size")
         self.stride = pair(stride, "ConvTranspose2d stride")
-        self.padding = pair(padding, "ConvTranspose2d padding")
-        self.output_padding = pair(output_padding, "ConvTranspose2d output_padding")
+        self.padding = pair(padding, "ConvTranspose2d padding", minimum=0)
+        self.output_padding = pair(output_padding, "ConvTranspose2d output_padding",
+                                   minimum=0)
         if any(op >= s for op, s in zip(self.output_padding, self.stride, strict=False)):
             raise ValueError(f"ConvTranspose2d: output_padding {self.output_padding} must be "
                              f"smaller than stride {self.stride}")
@@ -183,6 +266,7 @@ class ConvTranspose2d(Module):
         self.params["weight"] = init.uniform((in_channels, out_channels, kh, kw), bound)
         if bias:
             self.params["bias"] = init.uniform((out_channels,), bound)
+        self.workspace = {}
         self.zero_grad()
 
     def extra_repr(self):
@@ -203,23 +287,27 @@ class ConvTranspose2d(Module):
         check_input(self, x, "NCHW", self.in_channels)
         n, _, h, w = x.shape
         hp, wp = self.padded_size(h, w)
-        x2 = channels_first(x)
+        x2 = to_chwn(x).reshape(self.in_channels, -1)
         cols = self.params["weight"].reshape(self.in_channels, -1).T @ x2
-        out = col2im(cols, (n, self.out_channels, hp, wp), self.kernel_size, self.stride, (h, w))
         ph, pw = self.padding
-        out = out[:, :, ph : hp - ph, pw : wp - pw]
+        out = col2im(cols, (self.out_channels, hp - 2 * ph, wp - 2 * pw, n), self.kernel_size,
+                     self.stride, self.padding, (h, w))
         if "bias" in self.params:
-            out += self.params["bias"].reshape(1, -1, 1, 1)
-        self.cache = (x2, (n, h, w))
-        return out
+            out += self.params["bias"][:, None, None, None]
+        self.cache = (x2, (n, h, w), (hp, wp))
+        return to_nchw(out)
 
     def backward(self, dout):
-        x2, (n, h, w) = self.cache
+        x2, (n, h, w), (hp, wp) = self.cache
         weight = self.params["weight"]
-        dcols = im2col(pad_hw(dout, self.padding), self.kernel_size, self.stride, (h, w))
+        kh, kw = self.kernel_size
+        dpad = pad_into(workspace(self, "dpad", (self.out_channels, hp, wp, n), dout),
+                        dout, self.padding)
+        dcols = im2col(dpad, self.kernel_size, self.stride, (h, w),
+                       workspace(self, "dcols", (self.out_channels * kh * kw, h * w * n), dout))
         if self.requires_grad:
             self.accumulate_grad("weight", (x2 @ dcols.T).reshape(weight.shape))
-            if "bias" in self.params:
-                self.accumulate_grad("bias", dout.sum(axis=(0, 2, 3)))
+            if "bias" in self.params:  # the zero border adds nothing
+                self.accumulate_grad("bias", dpad.reshape(self.out_channels, -1).sum(axis=1))
         dx2 = weight.reshape(self.in_channels, -1) @ dcols
-        return batch_first(dx2, n, h, w)
+        return to_nchw(dx2.reshape(self.in_channels, h, w, n))

@@ -1,0 +1,302 @@
+"""The fast im2col convolutions (tinygan/nn/conv.py) against the loop-by-loop references
+(tinygan/nn/conv_naive.py) and against finite differences.
+
+Forward and backward (dx, dweight, dbias) of Conv2d and ConvTranspose2d are compared
+with the naive loops on many small random configurations in float64, where the two
+must agree to rounding. The fast path also has behaviour the naive one has no notion
+of, checked here: it computes in the batch-last (C, H, W, N) layout and hands back
+views of it, it reuses scratch arrays (workspaces) between calls, and it accepts
+inputs in any memory layout.
+
+Inputs are drawn on the host and moved to the backend under test; the naive loops
+run on the host.
+"""
+
+import numpy as np
+import pytest
+from helpers import assert_close, host_rng
+
+from tinygan import backend, nn
+from tinygan.backend import xp
+from tinygan.gradcheck import gradcheck
+from tinygan.nn.conv_naive import (
+    conv2d_naive,
+    conv2d_naive_backward,
+    conv_transpose2d_naive,
+    conv_transpose2d_naive_backward,
+)
+
+EXACT = 1e-12  # float64, same sums in a different order
+FD_TOL = 1e-6  # central differences in float64 (as tests/test_gradcheck.py)
+
+
+def as_pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def random_conv_config(rng):
+    """Kernel, stride and padding up to 4 / 3 / 2, often non-square, and an input size the
+    kernel fits in. Includes stride > kernel (pixels no window reads) and k4 s2 p1."""
+    kh, kw = (int(v) for v in rng.integers(1, 5, 2))
+    sh, sw = (int(v) for v in rng.integers(1, 4, 2))
+    ph, pw = (int(v) for v in rng.integers(0, 3, 2))
+    h = int(rng.integers(max(1, kh - 2 * ph), 8))
+    w = int(rng.integers(max(1, kw - 2 * pw), 8))
+    return dict(kernel_size=(kh, kw), stride=(sh, sw), padding=(ph, pw)), (h, w)
+
+
+def random_transpose_config(rng):
+    kh, kw = (int(v) for v in rng.integers(1, 5, 2))
+    sh, sw = (int(v) for v in rng.integers(1, 4, 2))
+    oph, opw = int(rng.integers(0, sh)), int(rng.integers(0, sw))
+    h, w = (int(v) for v in rng.integers(1, 5, 2))
+    # keep the output non-empty: (H - 1) s - 2 p + k + output_padding >= 1
+    ph = min(int(rng.integers(0, 3)), ((h - 1) * sh + kh + oph - 1) // 2)
+    pw = min(int(rng.integers(0, 3)), ((w - 1) * sw + kw + opw - 1) // 2)
+    return dict(kernel_size=(kh, kw), stride=(sh, sw), padding=(ph, pw),
+                output_padding=(oph, opw)), (h, w)
+
+
+def run_fast(layer, x, dout):
+    """forward + backward of the fast layer on host arrays; everything back on the host."""
+    layer.zero_grad()
+    out = layer.forward(backend.to_device(x))
+    dx = layer.backward(backend.to_device(dout))
+    grads = {k: backend.to_host(v) for k, v in layer.grads.items()}
+    return backend.to_host(out), backend.to_host(dx), grads
+
+
+def host_params(layer):
+    return {k: backend.to_host(v) for k, v in layer.params.items()}
+
+
+def check_conv2d(layer, x, rng, tol):
+    p = host_params(layer)
+    kwargs = dict(stride=layer.stride, padding=layer.padding)
+    expected = conv2d_naive(x, p["weight"], p.get("bias"), **kwargs)
+    dout = rng.standard_normal(expected.shape).astype(x.dtype)
+    out, dx, grads = run_fast(layer, x, dout)
+    dx_ref, dw_ref, db_ref = conv2d_naive_backward(x, p["weight"], dout, **kwargs)
+    assert_close(out, expected, tol, "Conv2d forward")
+    assert_close(dx, dx_ref, tol, "Conv2d dx")
+    assert_close(grads["weight"], dw_ref, tol, "Conv2d dweight")
+    if "bias" in grads:
+        assert_close(grads["bias"], db_ref, tol, "Conv2d dbias")
+
+
+def check_conv_transpose2d(layer, x, rng, tol):
+    p = host_params(layer)
+    kwargs = dict(stride=layer.stride, padding=layer.padding,
+                  output_padding=layer.output_padding)
+    expected = conv_transpose2d_naive(x, p["weight"], p.get("bias"), **kwargs)
+    dout = rng.standard_normal(expected.shape).astype(x.dtype)
+    out, dx, grads = run_fast(layer, x, dout)
+    dx_ref, dw_ref, db_ref = conv_transpose2d_naive_backward(x, p["weight"], dout, **kwargs)
+    assert_close(out, expected, tol, "ConvTranspose2d forward")
+    assert_close(dx, dx_ref, tol, "ConvTranspose2d dx")
+    assert_close(grads["weight"], dw_ref, tol, "ConvTranspose2d dweight")
+    if "bias" in grads:
+        assert_close(grads["bias"], db_ref, tol, "ConvTranspose2d dbias")
+
+
+# -- fast == naive, forward and backward, float64 --------------------------------------
+
+@pytest.mark.parametrize("seed", range(40))
+def test_conv2d_matches_naive(seed):
+    rng = host_rng(seed)
+    kwargs, (h, w) = random_conv_config(rng)
+    n, cin, cout = (int(v) for v in rng.integers(1, 4, 3))
+    layer = nn.Conv2d(cin, cout, bias=bool(seed % 2), **kwargs).astype(xp.float64)
+    check_conv2d(layer, rng.standard_normal((n, cin, h, w)), rng, EXACT)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_conv_transpose2d_matches_naive(seed):
+    rng = host_rng(seed)
+    kwargs, (h, w) = random_transpose_config(rng)
+    n, cin, cout = (int(v) for v in rng.integers(1, 4, 3))
+    layer = nn.ConvTranspose2d(cin, cout, bias=bool(seed % 2), **kwargs).astype(xp.float64)
+    check_conv_transpose2d(layer, rng.standard_normal((n, cin, h, w)), rng, EXACT)
+
+
+@pytest.mark.parametrize("cls, cin, cout, size", [
+    (nn.Conv2d, 1, 8, 28), (nn.Conv2d, 8, 16, 14),                     # D's two convs
+    (nn.ConvTranspose2d, 16, 8, 7), (nn.ConvTranspose2d, 8, 1, 14),    # G's two
+])
+def test_dcgan_shapes_match_naive_in_float32(cls, cin, cout, size):
+    """The k4 s2 p1 layers of the DCGAN (fewer channels), float32 as in training."""
+    rng = host_rng(size + cin)
+    layer = cls(cin, cout, 4, 2, 1)
+    x = rng.standard_normal((3, cin, size, size)).astype(np.float32)
+    check = check_conv2d if cls is nn.Conv2d else check_conv_transpose2d
+    check(layer, x, rng, 1e-5)
+
+
+# -- fast == finite differences ---------------------------------------------------------
+
+@pytest.mark.parametrize("seed", range(6))
+def test_conv2d_finite_differences(seed):
+    rng = host_rng(100 + seed)
+    kwargs, (h, w) = random_conv_config(rng)
+    layer = nn.Conv2d(2, 3, **kwargs)
+    x = backend.to_device(rng.standard_normal((2, 2, h, w)))
+    errors = gradcheck(layer, x)
+    assert max(errors.values()) < FD_TOL, errors
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_conv_transpose2d_finite_differences(seed):
+    rng = host_rng(200 + seed)
+    kwargs, (h, w) = random_transpose_config(rng)
+    layer = nn.ConvTranspose2d(2, 3, **kwargs)
+    x = backend.to_device(rng.standard_normal((2, 2, h, w)))
+    errors = gradcheck(layer, x)
+    assert max(errors.values()) < FD_TOL, errors
+
+
+# -- layouts: batch-last views out, any layout in ---------------------------------------
+
+def layer_pair():
+    conv = nn.Conv2d(3, 4, 4, 2, 1).astype(xp.float64)
+    convt = nn.ConvTranspose2d(3, 4, 4, 2, 1).astype(xp.float64)
+    return conv, convt
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_outputs_and_input_gradients_are_batch_last_views(which):
+    """What a layer returns is an (N, C, H, W) view of (C, H, W, N) memory, so the next
+    layer's to_chwn is free; a layer fed such a view reads it without copying."""
+    layer = layer_pair()[which]
+    x = backend.to_device(host_rng(0).standard_normal((2, 3, 6, 6)))
+    out = layer.forward(x)
+    assert out.transpose(1, 2, 3, 0).flags.c_contiguous
+    dx = layer.backward(xp.ones_like(out))
+    assert dx.shape == x.shape and dx.transpose(1, 2, 3, 0).flags.c_contiguous
+    assert xp.shares_memory(nn.conv.to_chwn(out), out)  # no copy on the way in
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_any_input_layout_gives_the_same_result(which):
+    layer = layer_pair()[which]
+    rng = host_rng(1)
+    host = rng.standard_normal((3, 3, 7, 6))
+    x = backend.to_device(host)
+    dout = None
+    results = []
+    every_other = xp.zeros((3, 3, 7, 12))
+    every_other[..., ::2] = x
+    variants = [
+        x,                                                                    # NCHW
+        xp.ascontiguousarray(x.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2),  # batch last
+        xp.asfortranarray(x),                                                 # axes reversed
+        every_other[..., ::2],                                                # strided view
+        backend.to_device(np.pad(host, ((0, 0), (0, 0), (0, 0), (0, 3))))[..., :6],  # slice
+    ]
+    for v in variants:
+        out = layer.forward(v)
+        if dout is None:
+            dout = backend.to_device(rng.standard_normal(out.shape))
+        layer.zero_grad()
+        dx = layer.backward(dout)
+        results.append((backend.to_host(out), backend.to_host(dx),
+                        backend.to_host(layer.grads["weight"])))
+    for out, dx, dw in results[1:]:
+        assert_close(out, results[0][0], EXACT, "output")
+        assert_close(dx, results[0][1], EXACT, "dx")
+        assert_close(dw, results[0][2], EXACT, "dweight")
+
+
+def test_gradient_in_any_layout():
+    """backward takes dL/dout in any layout too (e.g. C-contiguous from a Flatten)."""
+    layer = nn.Conv2d(2, 3, 3, 1, 1).astype(xp.float64)
+    rng = host_rng(2)
+    x = backend.to_device(rng.standard_normal((2, 2, 5, 5)))
+    out = layer.forward(x)
+    g = backend.to_device(rng.standard_normal(out.shape))
+    dx1 = backend.to_host(layer.backward(g))
+    dx2 = backend.to_host(layer.backward(xp.ascontiguousarray(g.transpose(1, 2, 3, 0))
+                                         .transpose(3, 0, 1, 2)))
+    assert_close(dx2, dx1, EXACT, "dx")
+
+
+# -- workspaces: reused, but never visible ---------------------------------------------
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_returned_arrays_survive_later_calls(which):
+    """Scratch arrays are reused between calls; what a call returned must not change."""
+    layer = layer_pair()[which]
+    rng = host_rng(3)
+    x1, x2 = (backend.to_device(rng.standard_normal((2, 3, 6, 6))) for _ in range(2))
+    out1 = layer.forward(x1)
+    g = xp.ones_like(out1)
+    dx1 = layer.backward(g)
+    saved = backend.to_host(out1).copy(), backend.to_host(dx1).copy()
+    layer.forward(x2)
+    layer.backward(g * 2)
+    assert np.array_equal(backend.to_host(out1), saved[0])
+    assert np.array_equal(backend.to_host(dx1), saved[1])
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_workspaces_follow_batch_size_and_dtype(which):
+    """A new batch size or dtype reallocates the scratch arrays; results stay right."""
+    rng = host_rng(4)
+    layer = layer_pair()[which]
+    check = check_conv2d if which == 0 else check_conv_transpose2d
+    for n, dtype, tol in [(2, np.float64, EXACT), (3, np.float64, EXACT), (1, np.float64, EXACT),
+                          (2, np.float32, 1e-5), (3, np.float64, EXACT)]:
+        layer.astype(dtype)
+        check(layer, rng.standard_normal((n, 3, 5, 6)).astype(dtype), rng, tol)
+
+
+def test_padding_border_stays_zero_across_calls():
+    """The padded-input workspace is zeroed once; only its interior is ever written."""
+    layer = nn.Conv2d(1, 1, 3, 1, 2).astype(xp.float64)
+    rng = host_rng(5)
+    for _ in range(3):
+        check_conv2d(layer, rng.standard_normal((2, 1, 4, 4)) * 100, rng, EXACT)
+
+
+# -- gradient bookkeeping -----------------------------------------------------------------
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_frozen_layer_gives_input_gradient_only(which):
+    rng = host_rng(6)
+    layer = layer_pair()[which]
+    x = backend.to_device(rng.standard_normal((2, 3, 6, 6)))
+    out = layer.forward(x)
+    g = backend.to_device(rng.standard_normal(out.shape))
+    dx = backend.to_host(layer.backward(g))
+    layer.zero_grad()
+    layer.requires_grad_(False)
+    layer.forward(x)
+    dx_frozen = backend.to_host(layer.backward(g))
+    assert np.array_equal(dx, dx_frozen)
+    assert all(not xp.any(v) for v in layer.grads.values())
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_weight_gradients_accumulate(which):
+    rng = host_rng(7)
+    layer = layer_pair()[which]
+    x = backend.to_device(rng.standard_normal((2, 3, 6, 6)))
+    out = layer.forward(x)
+    g = backend.to_device(rng.standard_normal(out.shape))
+    layer.zero_grad()
+    layer.backward(g)
+    once = {k: backend.to_host(v).copy() for k, v in layer.grads.items()}
+    layer.backward(g)
+    for k, v in layer.grads.items():
+        assert_close(backend.to_host(v), 2 * once[k], EXACT, k)
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_float32_stays_float32(which):
+    """No silent float64 upcast anywhere in the fast path."""
+    layer = layer_pair()[which].astype(xp.float32)
+    x = backend.to_device(host_rng(8).standard_normal((2, 3, 6, 6)).astype(np.float32))
+    out = layer.forward(x)
+    dx = layer.backward(xp.ones_like(out))
+    assert out.dtype == dx.dtype == xp.float32
+    assert all(v.dtype == xp.float32 for v in layer.grads.values())
+    assert all(v.dtype == xp.float32 for v in layer.workspace.values())
