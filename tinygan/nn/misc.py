@@ -35,17 +35,29 @@ class Dropout(Module):
 
 
 class Flatten(Module):
-    """(N, d1, d2, ...) -> (N, d1*d2*...); backward reshapes the gradient back."""
+    """(N, d1, d2, ...) -> (N, d1*d2*...); backward reshapes the gradient back.
+
+    The gradient goes back in the memory order the input had: a convolution hands
+    over an (N, C, H, W) view of (C, H, W, N) memory (see tinygan.nn.conv), and the
+    layers between it and this one then work on arrays of one layout in both passes.
+    """
 
     def forward(self, x):
         if x.ndim < 2:  # as torch: a bare (N,) vector has no axes to flatten
             raise ValueError(f"{self!r}: expected input of shape (N, ...) with at least 2 "
                              f"axes, got {tuple(x.shape)}")
-        self.cache = x.shape
+        # axes from the slowest-varying in memory to the fastest (stable for ties)
+        order = tuple(sorted(range(x.ndim), key=lambda axis: -x.strides[axis]))
+        self.cache = (x.shape, order)
         return x.reshape(x.shape[0], -1)
 
     def backward(self, dout):
-        return dout.reshape(self.cache)
+        shape, order = self.cache
+        dx = dout.reshape(shape)
+        if order == tuple(range(len(shape))):
+            return dx
+        inverse = tuple(order.index(axis) for axis in range(len(shape)))
+        return xp.ascontiguousarray(dx.transpose(order)).transpose(inverse)
 
 
 class Reshape(Module):
