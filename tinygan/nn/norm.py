@@ -54,15 +54,18 @@ class _BatchNorm(Module):
                 raise ValueError(f"{self!r}: expected more than one value per channel in "
                                  f"training mode, got input of shape {tuple(x.shape)}")
             mean = x.mean(axis=axes)
-            var = x.var(axis=axes)
+            xhat = x - mean.reshape(shape)  # centred once, reused for var and xhat
+            var = xp.square(xhat).mean(axis=axes)
             self._update_running(mean, var * (m / (m - 1)))
         else:
-            mean = self.buffers["running_mean"].astype(x.dtype)
             var = self.buffers["running_var"].astype(x.dtype)
+            xhat = x - self.buffers["running_mean"].astype(x.dtype).reshape(shape)
         inv_std = 1 / xp.sqrt(var + x.dtype.type(self.eps))
-        xhat = (x - mean.reshape(shape)) * inv_std.reshape(shape)
+        xhat *= inv_std.reshape(shape)
         self.cache = (xhat, inv_std, axes, shape, self.training)
-        return xhat * self.params["weight"].reshape(shape) + self.params["bias"].reshape(shape)
+        out = xhat * self.params["weight"].reshape(shape)
+        out += self.params["bias"].reshape(shape)
+        return out
 
     def _update_running(self, mean, unbiased_var):
         mom = self.momentum
@@ -73,16 +76,23 @@ class _BatchNorm(Module):
 
     def backward(self, dout):
         xhat, inv_std, axes, shape, batch_stats = self.cache
+        sum_dout = dout.sum(axis=axes)
+        sum_dout_xhat = (dout * xhat).sum(axis=axes)
         if self.requires_grad:
-            self.accumulate_grad("weight", (dout * xhat).sum(axis=axes))
-            self.accumulate_grad("bias", dout.sum(axis=axes))
-        dxhat = dout * self.params["weight"].reshape(shape)
+            self.accumulate_grad("weight", sum_dout_xhat)
+            self.accumulate_grad("bias", sum_dout)
+        # dxhat = G * gamma, so its sums are gamma times those of G: per channel, no pass
+        scale = self.params["weight"] * inv_std  # gamma * s
         if not batch_stats:
-            return dxhat * inv_std.reshape(shape)
+            return dout * scale.reshape(shape)
+        # dx = (s/m) (m dxhat - sum dxhat - xhat sum(dxhat xhat))
+        #    = (gamma s) G - xhat * (gamma s sum(G xhat) / m) - gamma s sum(G) / m
         m = dout.size // dout.shape[1]
-        sum_dxhat = dxhat.sum(axis=axes).reshape(shape)
-        sum_dxhat_xhat = (dxhat * xhat).sum(axis=axes).reshape(shape)
-        return (inv_std.reshape(shape) / m) * (m * dxhat - sum_dxhat - xhat * sum_dxhat_xhat)
+        correction = xhat * (scale * sum_dout_xhat / m).reshape(shape)
+        correction += (scale * sum_dout / m).reshape(shape)
+        dx = dout * scale.reshape(shape)
+        dx -= correction
+        return dx
 
 
 class BatchNorm1d(_BatchNorm):
