@@ -106,9 +106,9 @@ def test_dcgan_dropout_after_each_upsampling_block():
     assert layer_types(gan.generator).count(nn.Dropout) == 2
 
 
-def test_points_learning_rates():
-    assert models.build("gan", (2,)).lr == 1e-3
-    assert models.build("gan", (1, 28, 28)).lr == 2e-4
+def test_learning_rates():
+    for name in ("gan", "cgan", "acgan"):
+        assert models.build(name, (2,)).lr == models.build(name, (1, 28, 28)).lr == 2e-4
     wgan = models.build("wgan", (2,))
     assert (wgan.optimizer, wgan.lr) == ("rmsprop", 5e-4)
     assert models.build("wgan", (1, 28, 28)).lr == 5e-5

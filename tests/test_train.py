@@ -156,7 +156,7 @@ def test_lr_argument_overrides_the_family_default():
     gan = models.build("gan", (2,))
     trainer = Trainer(gan, lr=3e-5)
     assert trainer.g_opt.lr == trainer.d_opt.lr == 3e-5
-    assert Trainer(gan).g_opt.lr == gan.lr == 1e-3
+    assert Trainer(gan).g_opt.lr == gan.lr == 2e-4
 
 
 # -- AC-GAN: two heads on one set of logits, exactly one softmax ---------------------------
