@@ -6,7 +6,9 @@
 Both networks see the label: G(z, y) and D(x, y). Each label goes through an Embedding
 and is concatenated to G's noise and to D's flattened image, so D judges "is this a real
 image *of this digit*?", and G must draw the digit it was asked for to fool it.
-Writes OUT/digits.png: one row per digit 0..9, ten samples each.
+Writes OUT/digits.png: one row per digit 0..9, ten samples each. The default 1500 steps
+are a quick look, not a result: the rows already differ, but the digits are noisy blobs;
+this MLP needs many more epochs before they are readable.
 """
 
 import argparse

@@ -6,6 +6,7 @@
 --data-dir is the folder holding the IDX .gz files (or a fashion-mnist/ folder inside);
 without it tinygan looks in its cache and downloads. Every --every steps the generator
 draws the same 64 noise vectors into OUT/samples.png, so successive pictures compare.
+The default 300 steps give rough, noisy garment silhouettes; train longer for detail.
 """
 
 import argparse

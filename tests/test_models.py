@@ -29,6 +29,13 @@ def last_layer(network):
     return net[len(net) - 1]
 
 
+def last_layer_of_generator(gan):
+    """G's last computing layer (Reshape only rearranges the output of the MLP)."""
+    net = gan.generator.net if gan.conditional_g else gan.generator
+    layers = [m for _, m in net.modules() if not isinstance(m, (nn.Sequential, nn.Reshape))]
+    return layers[-1]
+
+
 def layer_types(network):
     return [type(m) for _, m in network.modules()]
 
@@ -36,9 +43,9 @@ def layer_types(network):
 @pytest.mark.parametrize("name, shape", CASES)
 def test_generator_and_discriminator_shapes(name, shape):
     gan = models.build(name, shape, num_classes=K)
-    trainer_z = backend.rng().standard_normal((N, gan.z_dim), dtype=np.float32)
+    z = backend.rng().standard_normal((N, gan.z_dim), dtype=np.float32)
     y = labels() if gan.conditional_g else None
-    x = gan.generate(trainer_z, y)
+    x = gan.generate(z, y)
     assert x.shape == (N, *shape)
     assert x.dtype == np.float32
     if len(shape) == 3:  # images: tanh output, the range of the scaled data
@@ -50,12 +57,6 @@ def test_generator_and_discriminator_shapes(name, shape):
     assert scores.shape == ((N, 1 + K) if name == "acgan" else (N, 1))
     # every discriminator ends in a Dense: raw logits, the sigmoid lives in the loss
     assert isinstance(last_layer(gan.discriminator), nn.Dense)
-
-
-def last_layer_of_generator(gan):
-    net = gan.generator.net if gan.conditional_g else gan.generator
-    layers = [m for _, m in net.modules() if not isinstance(m, (nn.Sequential, nn.Reshape))]
-    return layers[-1]
 
 
 @pytest.mark.parametrize("name, shape", CASES)
