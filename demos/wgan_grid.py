@@ -8,7 +8,9 @@ E[D(real)] - E[D(fake)], which, for a D that is 1-Lipschitz, estimates the Wasse
 distance between the two distributions; G minimises -E[D(fake)]. WGAN keeps D Lipschitz
 the crude way: after every update each weight is clipped to [-0.01, 0.01]. And since G
 learns from D's gradient, D is trained more: five critic steps per G step (n_critic).
-Writes OUT/grid.png: generated points (orange) over the real data (blue).
+Writes OUT/grid.png: generated points (orange) over the real data (blue). Expect a cloud
+over the grid's square rather than 25 tight clusters: a critic whose weights are all within
++-0.01 is a weak, blunt judge, the weakness that led to WGAN-GP's gradient penalty.
 """
 
 import argparse
