@@ -299,4 +299,39 @@ def test_float32_stays_float32(which):
     dx = layer.backward(xp.ones_like(out))
     assert out.dtype == dx.dtype == xp.float32
     assert all(v.dtype == xp.float32 for v in layer.grads.values())
-    assert all(v.dtype == xp.float32 for v in layer.workspace.values())
+    assert all(v.dtype == xp.float32 for v in getattr(layer, "workspace", {}).values())
+
+
+def test_shared_scratch_between_different_paddings():
+    """Layers share padded scratch buffers by shape; different paddings of the same buffer
+    shape (different zero borders) must not share one."""
+    rng = host_rng(9)
+    a = nn.Conv2d(1, 2, 3, 1, 1).astype(xp.float64)   # 4x4 input -> 6x6 padded
+    b = nn.Conv2d(1, 2, 5, 1, 2).astype(xp.float64)   # 2x2 input -> 6x6 padded
+    for _ in range(2):
+        check_conv2d(a, rng.standard_normal((2, 1, 4, 4)), rng, EXACT)
+        check_conv2d(b, rng.standard_normal((2, 1, 2, 2)), rng, EXACT)
+        b.padding = (1, 1)  # same 6x6 buffer shape from a 4x4 input, border 1 again
+        check_conv2d(b, rng.standard_normal((2, 1, 4, 4)), rng, EXACT)
+        b.padding = (2, 2)
+
+
+def test_interleaved_layers_sharing_scratch():
+    """A conv and a transposed conv whose transient columns have the same shape, called
+    forward, forward, backward, backward (as a generator feeding a discriminator)."""
+    rng = host_rng(10)
+    g = nn.ConvTranspose2d(4, 3, 4, 2, 1).astype(xp.float64)  # (n, 4, 3, 3) -> (n, 3, 6, 6)
+    d = nn.Conv2d(3, 4, 4, 2, 1).astype(xp.float64)           # (n, 3, 6, 6) -> (n, 4, 3, 3)
+    x = rng.standard_normal((2, 4, 3, 3))
+    pg, pd = host_params(g), host_params(d)
+    y = conv_transpose2d_naive(x, pg["weight"], pg["bias"], (2, 2), (1, 1))
+    z = conv2d_naive(y, pd["weight"], pd["bias"], (2, 2), (1, 1))
+    dz = rng.standard_normal(z.shape)
+    dy, dwd, _ = conv2d_naive_backward(y, pd["weight"], dz, (2, 2), (1, 1))
+    dx, dwg, _ = conv_transpose2d_naive_backward(x, pg["weight"], dy, (2, 2), (1, 1))
+    z_fast = d.forward(g.forward(backend.to_device(x)))
+    dx_fast = g.backward(d.backward(backend.to_device(dz)))
+    assert_close(backend.to_host(z_fast), z, EXACT, "z")
+    assert_close(backend.to_host(dx_fast), dx, EXACT, "dx")
+    assert_close(backend.to_host(d.grads["weight"]), dwd, EXACT, "d weight")
+    assert_close(backend.to_host(g.grads["weight"]), dwg, EXACT, "g weight")

@@ -38,13 +38,15 @@ from the zero padding (the adjoint of padding is cropping). It is a loop over th
 kh*kw kernel offsets, each one strided slice-add over all pixels at once, in the dtype
 of the columns (no add.at, no float64 temporary).
 
-Scratch arrays that never leave a layer (the padded input, the columns) live in
-``layer.workspace`` and are reused from call to call while shape and dtype stay the
-same; arrays that a layer returns are always new.
+Scratch arrays are reused from call to call instead of reallocated: Conv2d's columns,
+which live from forward to backward, in ``layer.workspace``; the padded inputs and the
+columns that die within one call in a pool shared by all layers (``scratch``). Arrays
+that a layer returns are always new.
 """
 
 import numbers
 
+from tinygan import backend
 from tinygan.backend import xp
 from tinygan.nn import init
 from tinygan.nn.module import Module, check_input
@@ -75,18 +77,42 @@ def to_nchw(a):
 
 
 def workspace(layer, name, shape, like):
-    """A scratch array of ``layer``, zero-filled when (re)allocated, kept across calls.
-
-    Reallocated when the shape, the dtype or the array library changed since the last call. Because
-    it starts at zero, a padded buffer whose interior alone is ever written keeps a
-    zero border for free.
-    """
+    """A scratch array owned by ``layer`` and kept across calls (Conv2d's columns, which
+    live from forward to backward). Zero-filled when created; re-created when the shape,
+    the dtype or the array library changed since the last call."""
     buf = layer.workspace.get(name)
     if (buf is None or buf.shape != shape or buf.dtype != like.dtype
             or not isinstance(buf, xp.ndarray)):  # the backend changed
         buf = xp.zeros(shape, dtype=like.dtype)
         layer.workspace[name] = buf
     return buf
+
+
+_shared = {}  # (purpose, shape, dtype, backend) -> array; see scratch()
+
+
+def scratch(purpose, shape, dtype):
+    """A zero-filled scratch array shared by all conv layers and kept across calls.
+
+    For values that die inside the call that writes them: the padded copy of an input,
+    the columns that a product writes and col2im consumes. Every layer asking for the
+    same purpose, shape and dtype gets the same array, so a DCGAN at batch 256 keeps one
+    51 MB column buffer instead of allocating it several times a step (above glibc's
+    32 MB mmap threshold each allocation is fresh memory, page-faulted in again).
+    Because the array starts at zero, a padded buffer whose interior alone is ever
+    written keeps a zero border; ``purpose`` names the padding for that reason.
+    ``free_scratch()`` releases them all.
+    """
+    key = (purpose, tuple(shape), xp.dtype(dtype).str, backend.name())
+    buf = _shared.get(key)
+    if buf is None:
+        buf = _shared[key] = xp.zeros(shape, dtype=dtype)
+    return buf
+
+
+def free_scratch():
+    """Release the shared scratch arrays; they are re-created when next needed."""
+    _shared.clear()
 
 
 def pad_into(buf, x, padding):
@@ -200,8 +226,8 @@ class Conv2d(Module):
         (kh, kw), (ph, pw) = self.kernel_size, self.padding
         out_h, out_w = self.output_size(h, w)
         if ph or pw:
-            xpad = pad_into(workspace(self, "xpad", (c, h + 2 * ph, w + 2 * pw, n), x),
-                            x, self.padding)
+            xpad = scratch(("padded", self.padding), (c, h + 2 * ph, w + 2 * pw, n), x.dtype)
+            pad_into(xpad, x, self.padding)
         else:  # im2col reads any strides: no copy at all
             xpad = x.transpose(1, 2, 3, 0)
         cols = im2col(xpad, self.kernel_size, self.stride, (out_h, out_w),
@@ -220,7 +246,9 @@ class Conv2d(Module):
             self.accumulate_grad("weight", (dout2 @ cols.T).reshape(weight.shape))
             if "bias" in self.params:
                 self.accumulate_grad("bias", dout2.sum(axis=1))
-        dcols = weight.reshape(self.out_channels, -1).T @ dout2
+        w2 = weight.reshape(self.out_channels, -1)
+        dcols = xp.matmul(w2.T, dout2, out=scratch("columns", (w2.shape[1], dout2.shape[1]),
+                                                    xp.result_type(w2, dout2)))
         dx = col2im(dcols, in_shape, self.kernel_size, self.stride, self.padding, out_size)
         return to_nchw(dx)
 
@@ -266,7 +294,6 @@ class ConvTranspose2d(Module):
         self.params["weight"] = init.uniform((in_channels, out_channels, kh, kw), bound)
         if bias:
             self.params["bias"] = init.uniform((out_channels,), bound)
-        self.workspace = {}
         self.zero_grad()
 
     def extra_repr(self):
@@ -288,7 +315,9 @@ class ConvTranspose2d(Module):
         n, _, h, w = x.shape
         hp, wp = self.padded_size(h, w)
         x2 = to_chwn(x).reshape(self.in_channels, -1)
-        cols = self.params["weight"].reshape(self.in_channels, -1).T @ x2
+        w2 = self.params["weight"].reshape(self.in_channels, -1)
+        cols = xp.matmul(w2.T, x2, out=scratch("columns", (w2.shape[1], x2.shape[1]),
+                                                xp.result_type(w2, x2)))
         ph, pw = self.padding
         out = col2im(cols, (self.out_channels, hp - 2 * ph, wp - 2 * pw, n), self.kernel_size,
                      self.stride, self.padding, (h, w))
@@ -301,10 +330,10 @@ class ConvTranspose2d(Module):
         x2, (n, h, w), (hp, wp) = self.cache
         weight = self.params["weight"]
         kh, kw = self.kernel_size
-        dpad = pad_into(workspace(self, "dpad", (self.out_channels, hp, wp, n), dout),
-                        dout, self.padding)
+        dpad = scratch(("padded", self.padding), (self.out_channels, hp, wp, n), dout.dtype)
+        pad_into(dpad, dout, self.padding)
         dcols = im2col(dpad, self.kernel_size, self.stride, (h, w),
-                       workspace(self, "dcols", (self.out_channels * kh * kw, h * w * n), dout))
+                       scratch("columns", (self.out_channels * kh * kw, h * w * n), dout.dtype))
         if self.requires_grad:
             self.accumulate_grad("weight", (x2 @ dcols.T).reshape(weight.shape))
             if "bias" in self.params:  # the zero border adds nothing
