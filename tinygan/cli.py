@@ -1,4 +1,4 @@
-"""The ``tinygan`` command: ``tinygan train`` and ``tinygan sample``.
+"""The ``tinygan`` command: ``tinygan train``, ``sample``, ``eval`` and ``classifier train``.
 
 Every expected failure (bad arguments, missing or damaged data, a broken checkpoint,
 an unavailable backend) ends as one line on stderr and a non-zero exit status.
@@ -11,7 +11,7 @@ import warnings
 
 import numpy as np
 
-from tinygan import backend, checkpoint, data, models, plots, runner
+from tinygan import backend, checkpoint, classifier, data, metrics, models, plots, runner
 
 
 class Parser(argparse.ArgumentParser):
@@ -76,6 +76,42 @@ def add_sample_parser(sub):
     p.add_argument("--backend", choices=backend.BACKENDS, default="numpy")
 
 
+def add_eval_parser(sub):
+    p = sub.add_parser("eval", help="score a trained generator (FD, classifier score, coverage)",
+                       description="Print the metrics that apply to a trained model and write "
+                                   "them to JSON: mode coverage on 2-D data; on images FD on "
+                                   "a classifier's features and logits, its classifier score "
+                                   "and, for conditional models, class accuracy.")
+    p.add_argument("--checkpoint", required=True, metavar="FILE")
+    p.add_argument("--classifier", metavar="FILE",
+                   help="classifier checkpoint (default: the one `tinygan classifier train` "
+                        "saved in the cache folder)")
+    p.add_argument("--n", type=positive_int,
+                   help=f"samples per set (default: {metrics.IMAGE_SAMPLES} for images, "
+                        f"{metrics.TOY_SAMPLES} for 2-D data as in VEEGAN/PacGAN)")
+    p.add_argument("--out", metavar="FILE.json", help="default: eval.json beside the checkpoint")
+    p.add_argument("--data-dir", help="folder with the real images (default: the run's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generator's noise")
+    p.add_argument("--backend", choices=backend.BACKENDS, default="numpy")
+
+
+def add_classifier_parser(sub):
+    p = sub.add_parser("classifier", help="the classifier that image metrics are measured with")
+    actions = p.add_subparsers(dest="action", required=True)
+    t = actions.add_parser("train", help="train it on the test split and report its accuracy",
+                           description="Train the evaluation classifier on the first 80%% of "
+                                       "the test split (rounded down to a multiple of 500) "
+                                       "and report its accuracy on the rest.")
+    t.add_argument("--data", choices=data.DATASETS, required=True)
+    t.add_argument("--data-dir", help="folder with the IDX .gz files (or mnist/ etc. inside)")
+    t.add_argument("--epochs", type=positive_int,
+                   help=", ".join(f"{k}: {v}" for k, v in classifier.DEFAULT_EPOCHS.items()))
+    t.add_argument("--out", metavar="FILE.npz",
+                   help="default: classifier-DATA.npz in the cache folder, where eval looks")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--backend", choices=backend.BACKENDS, default="numpy")
+
+
 def train(args):
     fields = {f: getattr(args, f) for f in (
         "model", "data", "data_dir", "epochs", "steps", "batch_size", "lr", "backend", "seed",
@@ -129,12 +165,27 @@ def sample(args):
     print(f"wrote {args.n} samples to {args.out}")
 
 
+def evaluate(args):
+    backend.use(args.backend)
+    report = metrics.evaluate_checkpoint(args.checkpoint, args.classifier, args.n,
+                                         args.data_dir, args.seed)
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "eval.json")
+    metrics.write_json(out, report)
+    print("\n".join(metrics.format_report(report)))
+    print(f"wrote {out}")
+
+
+def classifier_command(args):
+    backend.use(args.backend)
+    classifier.train_command(args.data, args.data_dir, args.epochs, args.out, args.seed)
+
+
 def show_warning(message, category, filename, lineno, file=None, line=None):
     """Warnings (e.g. "only the test split was found") as one line, without source code."""
     print(f"tinygan: warning: {message}", file=sys.stderr)
 
 
-COMMANDS = {"train": train, "sample": sample}
+COMMANDS = {"train": train, "sample": sample, "eval": evaluate, "classifier": classifier_command}
 
 
 def main(argv=None):
@@ -142,6 +193,8 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command", required=True)
     add_train_parser(sub)
     add_sample_parser(sub)
+    add_eval_parser(sub)
+    add_classifier_parser(sub)
     try:
         args = parser.parse_args(argv)
     except SystemExit as stop:  # --help (0), or a usage error already reported (2)

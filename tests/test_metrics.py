@@ -1,0 +1,374 @@
+"""tinygan.metrics and tinygan.classifier: each metric on inputs whose answer is known,
+the classifier's accuracy bar on real MNIST, and the `tinygan eval` / `tinygan classifier
+train` commands.
+
+The tests on real data share one classifier trained with the shipped defaults (about
+30 s of one CPU core); they skip when MNIST is absent, like every real-data test.
+"""
+
+import gzip
+import json
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+from conftest import data_root
+
+from tinygan import backend, checkpoint, classifier, cli, data, metrics, models, runner
+from tinygan.train import Trainer
+
+# ----------------------------------------------------------------- Fréchet distance: algebra
+
+
+def random_covariance(rng, d, rank=None):
+    """A random symmetric PSD (d, d) matrix, singular when rank < d."""
+    a = rng.standard_normal((d, rank or d))
+    return a @ a.T / d
+
+
+def test_sqrtm_psd_squares_back_also_when_singular():
+    rng = np.random.default_rng(0)
+    for rank in (6, 3):
+        s = random_covariance(rng, 6, rank)
+        r = metrics.sqrtm_psd(s)
+        np.testing.assert_allclose(r, r.T, atol=1e-12)
+        np.testing.assert_allclose(r @ r, s, atol=1e-10)
+        assert np.linalg.eigvalsh(r).min() > -1e-10  # the PSD root, not another one
+
+
+def test_fd_of_diagonal_covariances_matches_the_closed_form():
+    """Diagonal S1, S2 commute, so (S1 S2)^(1/2) = diag(sqrt(a b)) and
+    FD = |mu1 - mu2|^2 + sum_i (sqrt(a_i) - sqrt(b_i))^2."""
+    rng = np.random.default_rng(1)
+    a, b = rng.uniform(0.1, 3, 20), rng.uniform(0.1, 3, 20)
+    mu1, mu2 = rng.standard_normal(20), rng.standard_normal(20)
+    expected = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(a) - np.sqrt(b)) ** 2)
+    got = metrics.frechet_distance(mu1, np.diag(a), mu2, np.diag(b))
+    assert got == pytest.approx(expected, rel=1e-12)
+
+
+def test_trace_sqrt_product_of_non_commuting_2x2_matches_the_closed_form():
+    """For a 2x2 matrix M with positive eigenvalues l1, l2:
+    tr M^(1/2) = sqrt(l1) + sqrt(l2) = sqrt(tr M + 2 sqrt(det M)). With M ~ S1 S2:
+    tr M = tr(S1 S2) and det M = det S1 det S2."""
+    rng = np.random.default_rng(2)
+    for _ in range(5):
+        s1, s2 = random_covariance(rng, 2), random_covariance(rng, 2)
+        assert not np.allclose(s1 @ s2, s2 @ s1)  # the case the diagonal test cannot see
+        expected = np.sqrt(np.trace(s1 @ s2) + 2 * np.sqrt(np.linalg.det(s1) * np.linalg.det(s2)))
+        assert metrics.trace_sqrt_product(s1, s2) == pytest.approx(expected, rel=1e-10)
+
+
+def test_fd_is_zero_for_the_same_samples_and_symmetric():
+    """FD subtracts 2 tr(S1 S2)^(1/2) from tr(S1) + tr(S2), so its rounding error scales with
+    those traces; and a singular covariance has eigenvalues at rounding level (~1e-16 of the
+    largest), whose square roots (~1e-8) add up. Hence a tolerance relative to the traces."""
+    rng = np.random.default_rng(3)
+    low_rank = rng.standard_normal((32, 20)) @ rng.standard_normal((20, 32))
+    features = np.maximum(rng.standard_normal((500, 32)), 0) @ low_rank  # rank 20 of 32
+    other = features + rng.standard_normal(features.shape)
+    scale = np.trace(np.cov(features, rowvar=False)) + np.trace(np.cov(other, rowvar=False))
+    assert metrics.fd(features, features) < 1e-8 * scale
+    assert abs(metrics.fd(features, other) - metrics.fd(other, features)) < 1e-8 * scale
+    assert metrics.fd(features, other) > 1e-3 * scale
+
+
+def test_fd_of_a_collapsed_generator_is_the_spread_it_missed():
+    """One point x0 repeated: S2 = 0, so FD = |mu - x0|^2 + tr(S1), exactly."""
+    rng = np.random.default_rng(4)
+    real = rng.standard_normal((1000, 16)) * 2
+    collapsed = np.repeat(real[:1], 1000, axis=0)
+    mu, s = metrics.feature_statistics(real)
+    expected = np.sum((mu - real[0]) ** 2) + np.trace(s)
+    assert metrics.fd(real, collapsed) == pytest.approx(expected, rel=1e-9)
+    assert metrics.fd(real, collapsed) > 50 * metrics.fd(real[:500], real[500:])
+
+
+def test_fd_of_gaussian_samples_approaches_the_true_distance():
+    rng = np.random.default_rng(5)
+    s1, s2 = random_covariance(rng, 4), random_covariance(rng, 4)
+    mu2 = np.array([1.0, 0.0, -1.0, 0.5])
+    x = rng.multivariate_normal(np.zeros(4), s1, size=200_000)
+    y = rng.multivariate_normal(mu2, s2, size=200_000)
+    truth = metrics.frechet_distance(np.zeros(4), s1, mu2, s2)
+    assert metrics.fd(x, y) == pytest.approx(truth, rel=0.02)
+
+
+# ------------------------------------------------------------ classifier score and accuracy
+
+
+def test_classifier_score_is_k_for_confident_balanced_and_1_for_collapsed():
+    k = 10
+    confident = 50.0 * np.eye(k)[np.arange(1000) % k]
+    assert metrics.classifier_score(confident) == pytest.approx(k, rel=1e-6)
+    one_image = np.tile(np.random.default_rng(6).standard_normal(k), (1000, 1))
+    assert metrics.classifier_score(one_image) == pytest.approx(1.0, abs=1e-12)
+    uncertain = np.zeros((1000, k))  # p(y|x) uniform: no information
+    assert metrics.classifier_score(uncertain) == pytest.approx(1.0, abs=1e-12)
+    three_classes = 50.0 * np.eye(k)[np.arange(999) % 3]
+    assert metrics.classifier_score(three_classes) == pytest.approx(3, rel=1e-6)
+
+
+def test_class_accuracy_counts_argmax_hits():
+    logits = np.eye(4)[[0, 1, 2, 3, 0]]
+    assert metrics.class_accuracy(logits, [0, 1, 2, 0, 0]) == pytest.approx(0.8)
+
+
+# --------------------------------------------------------------------------- mode coverage
+
+
+def test_coverage_on_hand_placed_samples():
+    ring = data.TOY_DATASETS["ring"]
+    c, s = ring.centres, ring.sigma
+    samples = np.array([
+        c[0] + [0.5 * s, 0],  # high quality, mode 0
+        c[0] + [0, -2 * s],  # high quality, mode 0 again
+        c[1] + [2.9 * s, 0],  # high quality, mode 1
+        c[2] + [0, 3.1 * s],  # just outside 3 sigma: low quality, mode 2 not covered
+        c[3] + [2 * s, 2 * s],  # 2.83 sigma away: high quality, mode 3
+        [0.0, 0.0],  # the centre of the ring: far from every mode
+    ])
+    result = metrics.mode_coverage(samples, c, s)
+    assert result == {"modes": 3, "modes_total": 8, "hq_percent": pytest.approx(100 * 4 / 6)}
+
+
+@pytest.mark.parametrize("name", ["ring", "grid"])
+def test_coverage_of_perfect_and_collapsed_generators(name):
+    mixture = data.TOY_DATASETS[name]
+    k = len(mixture.centres)
+    perfect, _ = mixture.sample(metrics.TOY_SAMPLES, np.random.default_rng(7))
+    result = metrics.mode_coverage(perfect, mixture.centres, mixture.sigma)
+    # a 2-D Gaussian puts 1 - exp(-9/2) = 98.9% of its mass within 3 sigma
+    assert result["modes"] == k and result["hq_percent"] > 97
+    collapsed = np.repeat(mixture.centres[:1] + mixture.sigma, metrics.TOY_SAMPLES, axis=0)
+    assert metrics.mode_coverage(collapsed, mixture.centres, mixture.sigma) == {
+        "modes": 1, "modes_total": k, "hq_percent": 100.0}
+    between = np.repeat((mixture.centres[:1] + mixture.centres[1:2]) / 2, 10, axis=0)
+    assert metrics.mode_coverage(between, mixture.centres, mixture.sigma)["modes"] == 0
+
+
+# ------------------------------------------------------------------------ sampling a model
+
+
+def test_generate_samples_uses_its_own_noise_and_balanced_labels():
+    gan = models.build("cgan", (2,), num_classes=8)
+    state = backend.get_rng_state()
+    samples, labels = metrics.generate_samples(gan, 600, seed=3)
+    assert backend.get_rng_state() == state  # tinygan's training generator untouched
+    assert samples.shape == (600, 2) and isinstance(samples, np.ndarray)
+    assert np.bincount(labels).tolist() == [75] * 8
+    again, _ = metrics.generate_samples(gan, 600, seed=3)
+    np.testing.assert_array_equal(samples, again)
+    assert gan.generator.training  # back in training mode afterwards
+
+
+def test_evaluate_for_training_on_toy_data():
+    config = runner.RunConfig(model="gan", data="grid", seed=2)
+    gan = models.build("gan", (2,))
+    result = metrics.evaluate_for_training(gan, config, None, None)
+    assert set(result) == {"modes", "hq_percent"}
+    assert all(isinstance(v, (int, float)) for v in result.values())
+    json.dumps(result)
+
+
+def test_evaluate_for_training_on_images_without_a_classifier_is_empty(tmp_path, monkeypatch):
+    monkeypatch.setenv("TINYGAN_DATA", str(tmp_path))  # an empty cache: no classifier there
+    gan = models.build("dcgan", (1, 28, 28))
+    images = np.zeros((10, 1, 28, 28), np.float32)
+    assert metrics.evaluate_for_training(gan, runner.RunConfig(data="mnist"), images, None) == {}
+
+
+# --------------------------------------------------------------------------- `tinygan eval`
+
+
+def save_untrained_checkpoint(path, model, data_name, data_shape):
+    """A trainer checkpoint as the runner writes it, without training (no data needed)."""
+    gan = models.build(model, data_shape, 10)
+    config = runner.RunConfig(model=model, data=data_name)
+    meta = {"config": asdict(config), "data_shape": list(data_shape),
+            "model_options": gan.options, "step": 0, "epoch": 0, "history": [], "eval": []}
+    checkpoint.save(path, Trainer(gan), meta)
+    return path
+
+
+def test_cli_eval_on_a_tiny_toy_run(tmp_path, capsys):
+    config = runner.RunConfig(model="gan", data="ring", steps=3, batch_size=64,
+                              out=str(tmp_path / "run"))
+    meta = runner.run(config, progress=False)
+    assert set(meta["eval"][-1]) == {"step", "epoch", "modes", "hq_percent"}
+    out = tmp_path / "scores.json"
+    assert cli.main(["eval", "--checkpoint", str(tmp_path / "run" / "checkpoint.npz"),
+                     "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "modes covered (n=2500)" in printed and "high-quality samples" in printed
+    report = json.loads(out.read_text())
+    assert report["n"] == 2500 and report["modes_total"] == 8 and report["step"] == 3
+    # the per-epoch metric and the command see the same samples (same seed, same noise)
+    assert report["modes"] == meta["eval"][-1]["modes"]
+
+
+def test_cli_eval_without_a_classifier_says_how_to_train_one(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TINYGAN_DATA", str(tmp_path / "cache"))
+    path = save_untrained_checkpoint(tmp_path / "ckpt.npz", "gan", "mnist", (1, 28, 28))
+    assert cli.main(["eval", "--checkpoint", str(path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "no classifier at" in err and "tinygan classifier train --data mnist" in err
+
+
+# ------------------------------------------------------------- `tinygan classifier train`
+
+
+def write_idx(path, array):
+    """``array`` (uint8) as a gzipped IDX file."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big")
+                                                        for d in array.shape)
+    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+def test_cli_classifier_train_on_a_small_synthetic_set(tmp_path, monkeypatch, capsys):
+    """1,000 images, label k a bright square at a place of its own: 500 train, 500 held out."""
+    monkeypatch.setenv("TINYGAN_DATA", str(tmp_path / "cache"))
+    rng = np.random.default_rng(8)
+    labels = np.arange(1000) % 10
+    images = rng.integers(0, 60, (1000, 28, 28))
+    for i, k in enumerate(labels):
+        r, c = divmod(int(k), 5)
+        images[i, 4 + 12 * r : 12 + 12 * r, 2 + 5 * c : 6 + 5 * c] = 255
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    write_idx(folder / "t10k-images-idx3-ubyte.gz", images)
+    write_idx(folder / "t10k-labels-idx1-ubyte.gz", labels)
+    out = tmp_path / "clf.npz"
+    args = ["classifier", "train", "--data", "mnist", "--data-dir", str(tmp_path),
+            "--epochs", "2", "--out", str(out), "--seed", "1"]
+    assert cli.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "trained on the first 500 of the 1,000 test-split images" in printed
+    assert "held-out accuracy on the last 500" in printed
+    model, meta = classifier.load(out)
+    assert (meta["data"], meta["n_train"], meta["n_heldout"], meta["seed"]) == (
+        "mnist", 500, 500, 1)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]  # atomic write
+    accuracy = model.accuracy(images[500:, None] / 127.5 - 1, labels[500:])
+    assert accuracy == pytest.approx(meta["heldout_accuracy"])
+    assert accuracy > 0.5  # an easy task; chance is 0.1
+
+
+def test_classifier_load_rejects_other_files(tmp_path):
+    path = save_untrained_checkpoint(tmp_path / "gan.npz", "gan", "ring", (2,))
+    with pytest.raises(ValueError, match="not a tinygan classifier"):
+        classifier.load(path)
+    with pytest.raises(FileNotFoundError):
+        classifier.load(tmp_path / "missing.npz")
+
+
+def test_heldout_split_sizes():
+    assert classifier.heldout_split(10_000) == 8_000
+    assert classifier.heldout_split(4_443) == 3_500
+    with pytest.raises(ValueError):
+        classifier.heldout_split(600)
+
+
+# ---------------------------------------------------------------- on real MNIST (slow)
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    """(classifier trained with the shipped defaults, its meta, MNIST test images, labels)."""
+    root = data_root()
+    if root is None or not (root / "mnist").is_dir():
+        pytest.skip("real data not found: set TINYGAN_DATA to the folder holding mnist/")
+    (x_train, y_train), (x_held, y_held) = classifier.load_split("mnist", root)
+    epochs = classifier.DEFAULT_EPOCHS["mnist"]
+    model = classifier.train(x_train, y_train, epochs, seed=0)
+    images = np.concatenate([x_train, x_held])
+    labels = np.concatenate([y_train, y_held])
+    meta = {"data": "mnist", "seed": 0, "epochs": epochs,
+            "heldout_accuracy": model.accuracy(x_held, y_held)}
+    return model, meta, images, labels
+
+
+@pytest.mark.slow
+def test_classifier_reaches_98_percent_on_held_out_mnist(mnist):
+    model, meta, _, _ = mnist
+    assert meta["heldout_accuracy"] >= 0.98
+
+
+def gaussian_blur(images, sigma):
+    """Blur (N, 1, 28, 28) images with a Gaussian of std ``sigma`` pixels: B X B^T per image,
+    B the 28x28 matrix whose row i holds the (renormalised) kernel centred on pixel i."""
+    if sigma == 0:
+        return images
+    offsets = np.arange(28)[:, None] - np.arange(28)[None, :]
+    b = np.exp(-(offsets**2) / (2 * sigma**2))
+    b /= b.sum(axis=1, keepdims=True)
+    return np.einsum("ij,ncjk,lk->ncil", b, images, b).astype(np.float32)
+
+
+@pytest.mark.slow
+def test_fd_is_near_zero_for_real_halves_and_grows_with_noise_and_blur(mnist):
+    model, _, images, _ = mnist
+    rng = np.random.default_rng(9)
+    order = rng.permutation(len(images))
+    reference, other = images[order[:1000]], images[order[1000:2000]]
+    ref_features, ref_logits = model.predict(reference)
+
+    def fds(corrupted):
+        features, logits = model.predict(corrupted)
+        return metrics.fd(ref_features, features), metrics.fd(ref_logits, logits)
+
+    noise_images = rng.uniform(-1, 1, other.shape).astype(np.float32)
+    real_vs_noise = fds(noise_images)
+    halves = fds(other)
+    assert halves[0] < 0.02 * real_vs_noise[0] and halves[1] < 0.02 * real_vs_noise[1]
+
+    noisy = [fds(np.clip(other + s * rng.standard_normal(other.shape), -1, 1).astype(np.float32))
+             for s in (0.0, 0.2, 0.4, 0.7, 1.0)]
+    blurred = [fds(gaussian_blur(other, s)) for s in (0.0, 0.6, 1.0, 1.5, 2.5)]
+    for series in (noisy, blurred):
+        for which in (0, 1):  # features, logits
+            values = [v[which] for v in series]
+            assert all(a < b for a, b in zip(values, values[1:])), values
+
+
+@pytest.mark.slow
+def test_scores_of_real_and_collapsed_samples(mnist):
+    model, _, images, labels = mnist
+    _, logits = model.predict(images[:2000])
+    assert metrics.classifier_score(logits) > 8.5  # the real-data ceiling, at most 10
+    assert metrics.class_accuracy(logits, labels[:2000]) > 0.98  # partly seen in training
+    _, one_logits = model.predict(np.repeat(images[:1], 500, axis=0))
+    assert metrics.classifier_score(one_logits) == pytest.approx(1.0, abs=1e-9)
+
+
+@pytest.mark.slow
+def test_cli_eval_on_an_image_checkpoint(mnist, tmp_path, monkeypatch, capsys):
+    model, meta, _, _ = mnist
+    root = data_root()
+    monkeypatch.setenv("TINYGAN_DATA", str(tmp_path / "cache"))
+    clf = tmp_path / "clf.npz"
+    classifier.save(clf, model, meta)
+    path = save_untrained_checkpoint(tmp_path / "acgan.npz", "acgan", "mnist", (1, 28, 28))
+    out = tmp_path / "eval.json"
+    assert cli.main(["eval", "--checkpoint", str(path), "--classifier", str(clf), "--n", "200",
+                     "--data-dir", str(root), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for line in ("FD features (n=200)", "FD logits   (n=200)", "classifier score (n=200)",
+                 "real data:", "class accuracy (n=200)"):
+        assert line in printed
+    report = json.loads(out.read_text())
+    assert report["n"] == 200 and report["classifier"]["path"] == str(clf)
+    # an untrained generator: far from the data, near-chance class accuracy
+    assert report["fd_features"] > 10 and report["fd_logits"] > 10
+    assert report["score"] < report["real_score"]
+    assert report["class_accuracy"] < 0.5
+
+    # the default location is where training-time evaluation finds it
+    classifier.save(classifier.default_path("mnist"), model, meta)
+    gan, _ = metrics.load_generator(path)
+    real, _ = data.load_dataset("mnist", root, "test")
+    scores = metrics.evaluate_for_training(gan, runner.RunConfig(model="acgan", data="mnist"),
+                                           real, None)
+    assert set(scores) == {"fd_features", "fd_logits", "score", "class_accuracy"}
+    json.dumps(scores)
