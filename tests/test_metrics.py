@@ -216,6 +216,13 @@ def test_cli_eval_without_a_classifier_says_how_to_train_one(tmp_path, monkeypat
     assert "no classifier at" in err and "tinygan classifier train --data mnist" in err
 
 
+@pytest.mark.parametrize("command", [["eval", "--checkpoint", "x.npz"],
+                                     ["classifier", "train", "--data", "mnist"]])
+def test_cli_missing_data_dir_fails_at_once(tmp_path, capsys, command):
+    assert cli.main([*command, "--data-dir", str(tmp_path / "nowhere")]) == 1
+    assert "no such folder" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------- `tinygan classifier train`
 
 

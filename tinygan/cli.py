@@ -97,7 +97,7 @@ def add_eval_parser(sub):
 
 def add_classifier_parser(sub):
     p = sub.add_parser("classifier", help="the classifier that image metrics are measured with")
-    actions = p.add_subparsers(dest="action", required=True)
+    actions = p.add_subparsers(dest="action", metavar="{train}", required=True)
     t = actions.add_parser("train", help="train it on the test split and report its accuracy",
                            description="Train the evaluation classifier on the first 80%% of "
                                        "the test split (rounded down to a multiple of 500) "
@@ -165,7 +165,14 @@ def sample(args):
     print(f"wrote {args.n} samples to {args.out}")
 
 
+def check_data_dir(folder):
+    """A --data-dir that does not exist fails at once, not after trying other places."""
+    if folder and not os.path.isdir(folder):
+        raise ValueError(f"--data-dir {folder}: no such folder")
+
+
 def evaluate(args):
+    check_data_dir(args.data_dir)
     backend.use(args.backend)
     report = metrics.evaluate_checkpoint(args.checkpoint, args.classifier, args.n,
                                          args.data_dir, args.seed)
@@ -176,6 +183,7 @@ def evaluate(args):
 
 
 def classifier_command(args):
+    check_data_dir(args.data_dir)
     backend.use(args.backend)
     classifier.train_command(args.data, args.data_dir, args.epochs, args.out, args.seed)
 
