@@ -94,12 +94,21 @@ class Adam(Optimizer):
         state["step"] += 1
         t = state["step"]
         m, v = state["exp_avg"], state["exp_avg_sq"]
+        # In place, with two temporaries instead of eight, in the same operation order
+        # (so the same rounding) as the formulas above.
+        tmp = xp.multiply(grad, 1 - b1)
         m *= b1
-        m += (1 - b1) * grad
+        m += tmp
+        xp.multiply(grad, 1 - b2, out=tmp)
+        tmp *= grad
         v *= b2
-        v += (1 - b2) * grad * grad
-        denom = xp.sqrt(v) / ((1 - b2**t) ** 0.5) + self.eps
-        param -= (self.lr / (1 - b1**t)) * m / denom
+        v += tmp
+        denom = xp.sqrt(v)
+        denom /= (1 - b2**t) ** 0.5
+        denom += self.eps
+        xp.multiply(m, self.lr / (1 - b1**t), out=tmp)
+        tmp /= denom
+        param -= tmp
 
 
 class RMSprop(Optimizer):
