@@ -1,0 +1,49 @@
+"""Run every benchmark with its defaults: ``python -m benchmarks [--quick] [--backend cupy]``.
+
+GEMM rate, per-layer timings, full training steps, peak memory, in that order; each
+prints its table. ``--quick`` uses 2 runs per program instead of 5 and batch 64 only.
+``--out DIR`` also writes each benchmark's JSON there, and the step-time plot.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import bench_gemm, bench_layers, bench_memory, bench_step  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
+    parser.add_argument("--out", type=Path, help="folder for the JSON results and the plot")
+    args = parser.parse_args(argv)
+    common = ["--backend", args.backend]
+    if args.quick:
+        common += ["--rounds", "2"]
+    batches = ["--batch", "64"] if args.quick else []
+
+    def out(name):
+        if not args.out:
+            return []
+        args.out.mkdir(parents=True, exist_ok=True)
+        return ["--json", str(args.out / f"{name}.json")]
+
+    print("== float32 matrix-product rate ==")
+    bench_gemm.main(common + batches + out("gemm"))
+    print("== layers ==")
+    bench_layers.main(common + batches + out("layers"))
+    print("== training steps ==")
+    bench_step.main(common + batches + out("step"))
+    print("== peak memory ==")
+    bench_memory.main(common + (["--rounds", "1"] if args.quick else []) + out("memory"))
+    if args.out:
+        from benchmarks import plot_results
+
+        plot_results.main([str(args.out / "step.json"), str(args.out / "step_time.png")])
+
+
+if __name__ == "__main__":
+    main()

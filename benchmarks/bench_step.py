@@ -1,0 +1,102 @@
+"""Full GAN training steps: tinygan (models.build + train.Trainer) against PyTorch.
+
+One step = one D update on a real and a fake batch + one G update through a frozen D,
+with Adam; for PyTorch the same networks and a hand-written step (benchmarks/peers.py).
+Random [-1, 1] images stand in for MNIST (the data does not change the work).
+
+    python benchmarks/bench_step.py       # dcgan and gan, batch 64 and 256, 1 and 2 threads
+    python benchmarks/bench_step.py --models dcgan --batch 16 32 64 128 256 --json step.json
+    python benchmarks/bench_step.py --backend cupy --threads 1   # on the GPU (torch on cuda)
+
+Each (program, model, batch, threads) runs in its own process, programs alternating
+run by run; a run's time is the median of its timed steps, and the table shows the
+median over runs with [min-max] and tinygan / torch as ratio of medians (min-max of
+the per-round ratios).
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import common  # noqa: E402
+
+SCRIPT = Path(__file__).resolve()
+
+
+def steps_for(batch):
+    """Timed steps per run: ~1300 images' worth, at least 4."""
+    return max(4, 1280 // batch)
+
+
+def worker(spec):
+    common.start_worker(spec)
+    import numpy as np
+
+    batch, model = spec["batch"], spec["model"]
+    host = np.random.default_rng(0).uniform(-1, 1, (batch, 1, 28, 28)).astype(np.float32)
+    if spec["impl"] == "torch":
+        import torch
+
+        from benchmarks.peers import TorchTrainer
+
+        device = "cuda" if spec["backend"] == "cupy" else "cpu"
+        trainer = TorchTrainer(model, device=device)
+        real = torch.from_numpy(host).to(device)
+    else:
+        from tinygan import backend
+        from tinygan.models import build
+        from tinygan.train import Trainer
+
+        trainer = Trainer(build(model, (1, 28, 28)))
+        real = backend.to_device(host)
+    times = common.time_calls(lambda: trainer.step(real), spec["steps"], spec["warmup"],
+                              common.synchronizer(spec))
+    common.reply({"times": times, "median": float(np.median(times))})
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    common.add_common_arguments(parser)
+    parser.add_argument("--models", nargs="+", default=["dcgan", "gan"], choices=["dcgan", "gan"])
+    parser.add_argument("--warmup", type=int, default=3)
+    args = parser.parse_args(argv)
+    if args.worker:
+        return worker(json.loads(args.worker))
+    with_torch = common.torch_wanted(args)
+    programs = ["tinygan"] + (["torch"] if with_torch else [])
+    threads = [1] if args.backend == "cupy" else args.threads
+    results, rows = [], []
+    for model in args.models:
+        for batch in args.batch:
+            for t in threads:
+                specs = [dict(impl=p, model=model, batch=batch, backend=args.backend,
+                              steps=steps_for(batch), warmup=args.warmup) for p in programs]
+                replies = common.alternate(SCRIPT, specs, t, args.rounds)
+                runs = {p: [r["median"] for r in rs] for p, rs in zip(programs, replies)}
+                entry = dict(model=model, batch=batch, threads=t, backend=args.backend,
+                             runs=runs, stats={p: common.stats(v) for p, v in runs.items()})
+                row = [model, batch, t]
+                for p in programs:
+                    s = entry["stats"][p]
+                    row.append(f"{1000 * s['median']:.1f} [{1000 * s['min']:.1f}-"
+                               f"{1000 * s['max']:.1f}]")
+                if with_torch:
+                    entry["ratio"] = common.ratio_stats(runs["tinygan"], runs["torch"])
+                    row.append(common.fmt_ratio(entry["ratio"]))
+                results.append(entry)
+                rows.append(row)
+                print(f"  {model} batch {batch} threads {t}: {row[3:]}", flush=True)
+    headers = ["model", "batch", "threads", f"tinygan/{args.backend} ms"]
+    if with_torch:
+        headers += ["torch ms", "tinygan / torch"]
+    print()
+    common.print_table(headers, rows)
+    common.write_json(args.json, {"benchmark": "step", "results": results})
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""Plumbing shared by the benchmark scripts.
+
+Every measurement runs in a fresh worker process (``python <script> --worker SPEC``)
+whose thread counts are fixed through OMP_NUM_THREADS / OPENBLAS_NUM_THREADS /
+MKL_NUM_THREADS *before* NumPy or PyTorch is imported (and torch.set_num_threads).
+The parent process only orchestrates: it alternates the programs it compares run by
+run, so that a slow patch of a shared machine hits both, and reports medians with
+the min and max over runs.
+"""
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+# -- the parent side -------------------------------------------------------------------
+
+def have_torch():
+    return importlib.util.find_spec("torch") is not None
+
+
+def add_common_arguments(parser, batch=(64, 256)):
+    parser.add_argument("--backend", choices=("numpy", "cupy"), default="numpy",
+                        help="tinygan's array backend (cupy: on the GPU, torch on cuda)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                        help="CPU thread counts to measure (each in its own processes)")
+    parser.add_argument("--batch", type=int, nargs="+", default=list(batch))
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="runs per program; programs alternate run by run")
+    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+
+
+def torch_wanted(args):
+    if args.no_torch:
+        return False
+    if not have_torch():
+        print("PyTorch is not installed: the PyTorch comparison is skipped "
+              "(pip install torch to enable it).")
+        return False
+    return True
+
+
+def worker_env(threads):
+    env = dict(os.environ)
+    for var in THREAD_VARS:
+        env[var] = str(threads)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+def run_worker(script, spec, threads, timeout=1800):
+    """Run ``python script --worker JSON`` with ``threads`` threads; return its JSON reply."""
+    cmd = [sys.executable, str(script), "--worker", json.dumps(spec)]
+    proc = subprocess.run(cmd, env=worker_env(threads), capture_output=True, text=True,
+                          timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark worker {spec} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def alternate(script, specs, threads, rounds):
+    """Run every spec ``rounds`` times, cycling through the specs each round.
+
+    Returns one list of replies per spec (same order as ``specs``).
+    """
+    replies = [[] for _ in specs]
+    for _ in range(rounds):
+        for i, spec in enumerate(specs):
+            replies[i].append(run_worker(script, spec, threads))
+    return replies
+
+
+def stats(values):
+    """{'median', 'min', 'max'} of a list of numbers."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def ratio_stats(ours, theirs):
+    """Ratio of medians, and the min / max of the per-round ratios (rounds are paired)."""
+    per_round = [a / b for a, b in zip(ours, theirs)]
+    return {"median": statistics.median(ours) / statistics.median(theirs),
+            "min": min(per_round), "max": max(per_round)}
+
+
+def fmt_ms(seconds):
+    return f"{1000 * seconds:8.2f}"
+
+
+def fmt_ratio(r):
+    return f"{r['median']:.2f} ({r['min']:.2f}-{r['max']:.2f})"
+
+
+def print_table(headers, rows):
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
+    line = " | ".join(str(h).ljust(w) for h, w in zip(headers, widths))
+    print(line)
+    print("-|-".join("-" * w for w in widths))
+    for r in rows:
+        print(" | ".join(str(c).ljust(w) for c, w in zip(r, widths)))
+    print()
+
+
+def machine_info():
+    """CPU model and core count from /proc/cpuinfo, and library versions."""
+    model, cores = platform.processor() or "unknown", os.cpu_count()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    info = {"cpu": model, "cores": cores, "python": platform.python_version()}
+    import numpy
+
+    info["numpy"] = numpy.__version__
+    blas = os.environ.get("OPENBLAS_CORETYPE")
+    if blas:
+        info["OPENBLAS_CORETYPE"] = blas
+    if have_torch():
+        import torch
+
+        info["torch"] = torch.__version__
+    return info
+
+
+def write_json(path, payload):
+    if path:
+        payload = dict(payload, machine=machine_info(), when=time.strftime("%Y-%m-%d %H:%M"))
+        path.write_text(json.dumps(payload, indent=1))
+        print(f"results written to {path}")
+
+
+# -- the worker side -------------------------------------------------------------------
+
+def start_worker(spec):
+    """In a worker: pick tinygan's backend and torch's thread count, per the spec."""
+    if spec.get("impl") == "torch":
+        import torch
+
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+        torch.manual_seed(0)
+    else:
+        from tinygan import backend
+
+        if spec.get("backend", "numpy") != backend.name():
+            backend.use(spec["backend"])
+        backend.seed(0)
+
+
+def synchronizer(spec):
+    """A function that waits for the device to finish (a no-op on the CPU)."""
+    if spec.get("backend") == "cupy":
+        if spec.get("impl") == "torch":
+            import torch
+
+            return torch.cuda.synchronize
+        import cupy
+
+        return lambda: cupy.cuda.get_current_stream().synchronize()
+    return lambda: None
+
+
+def time_calls(fn, repeats, warmup, sync):
+    """Wall-clock seconds of each of ``repeats`` calls of fn(), after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def reply(payload):
+    """A worker's answer: one JSON line on stdout."""
+    print(json.dumps(payload))
