@@ -34,6 +34,9 @@ LAYERS = {
     "peer conv (64,64,14,14)->128": ("Conv2d", 64, 128, 14, 64),
     "peer convT (64,64,14,14)->128": ("ConvTranspose2d", 64, 128, 14, 64),
 }
+# Layers whose input, inside the DCGAN, is the output of another tinygan conv (through
+# elementwise layers), and so arrives in the batch-last layout (see tinygan/nn/conv.py).
+BATCH_LAST_INPUT = {"D conv 64->128 14->7", "G convT 64->1 14->28"}
 MIRRORS = {  # a ConvTranspose2d and the Conv2d it is the adjoint of
     "G convT 128->64 7->14": "D conv 64->128 14->7",
     "G convT 64->1 14->28": "D conv 1->64 28->14",

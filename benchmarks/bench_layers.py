@@ -2,6 +2,11 @@
 and on the from-scratch peers' shape, against the layer's own matrix products and
 against PyTorch.
 
+Inputs and upstream gradients come in the memory layout they have inside the DCGAN:
+images and the generator's reshaped Dense output as plain (N, C, H, W) arrays, the
+rest as the batch-last views tinygan's layers pass along (PyTorch: its default
+contiguous NCHW everywhere). The peers' shape gets a plain (N, C, H, W) input.
+
 For every layer the worker times forward alone and forward + backward (weight, bias
 and input gradients), and, in the same process, the three float32 matrix products the
 layer issues (benchmarks/bench_gemm.py). "GEMM share" is (time of those products) /
@@ -23,7 +28,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402
-from benchmarks.bench_gemm import LAYERS, MIRRORS, layer_gemms, time_gemms  # noqa: E402
+from benchmarks.bench_gemm import (  # noqa: E402
+    BATCH_LAST_INPUT,
+    LAYERS,
+    MIRRORS,
+    layer_gemms,
+    time_gemms,
+)
 
 SCRIPT = Path(__file__).resolve()
 
@@ -61,10 +72,15 @@ def make_layer(spec):
 
         return forward, forward_backward
     from tinygan import backend, nn
+    from tinygan.backend import xp
 
     layer = getattr(nn, cls)(cin, cout, 4, 2, 1)
     xd = backend.to_device(x)
-    g = backend.rng().standard_normal(layer.forward(xd).shape, dtype=np.float32)
+    if spec["layer"] in BATCH_LAST_INPUT:  # as the previous layer hands it over
+        xd = nn.conv.to_nchw(nn.conv.to_chwn(xd))
+    # the upstream gradient in the layout of the output, as the next layer returns it
+    g = xp.empty_like(layer.forward(xd))
+    g[...] = backend.rng().standard_normal(g.shape, dtype=np.float32)
 
     def forward_backward():
         layer.zero_grad()
