@@ -21,6 +21,8 @@ HOST_MODULES = {
     "cli.py",  # host-side seeds and label arrays for sampling
     "runner.py",  # host-side bookkeeping of a run: metrics, samples for pictures
     "nn/conv_naive.py",  # loop-by-loop reference convolutions, a test yardstick
+    "metrics.py",  # float64 statistics of samples already copied to the host
+    "classifier.py",  # host-side results (to_host), .npz I/O, host shuffling generator
 }
 
 
