@@ -99,7 +99,7 @@ def add_classifier_parser(sub):
     p = sub.add_parser("classifier", help="the classifier that image metrics are measured with")
     actions = p.add_subparsers(dest="action", metavar="{train}", required=True)
     t = actions.add_parser("train", help="train it on the test split and report its accuracy",
-                           description="Train the evaluation classifier on the first 80%% of "
+                           description="Train the evaluation classifier on the first 80% of "
                                        "the test split (rounded down to a multiple of 500) "
                                        "and report its accuracy on the rest.")
     t.add_argument("--data", choices=data.DATASETS, required=True)
