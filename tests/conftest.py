@@ -5,11 +5,18 @@ The backend under test is the one tinygan.backend picked up from TINYGAN_BACKEND
 """
 
 import os
-from pathlib import Path
 
-import pytest
+# The tests multiply small matrices, where BLAS threads cost more than they save and, on a
+# shared 2-core machine, oversubscribe it (10x slower runs were seen). Set before numpy loads;
+# an explicit OPENBLAS_NUM_THREADS etc. in the environment still wins.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
-from tinygan import backend
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from tinygan import backend  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -73,7 +73,9 @@ def save_curves(path, history, metrics=None):
             if points:
                 steps, values = zip(*points)
                 ax.plot(steps, values, marker="o", label=name, linewidth=1)
-        ax.set_yscale("log")  # FD (hundreds) and scores or mode counts (units) share the panel
+        values = [v for line in ax.get_lines() for v in line.get_ydata()]
+        if values and min(values) > 0:  # FD (hundreds) and scores (units) share the panel
+            ax.set_yscale("log")
         ax.set_xlabel("step")
         ax.set_title("evaluation", fontsize=9)
         ax.legend(fontsize=7)
