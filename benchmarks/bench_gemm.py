@@ -101,6 +101,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.worker:
         return worker(json.loads(args.worker))
+    common.print_machine()
     threads = [1] if args.backend == "cupy" else args.threads
     results = []
     for t in threads:

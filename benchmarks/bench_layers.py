@@ -113,6 +113,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.worker:
         return worker(json.loads(args.worker))
+    common.print_machine()
     with_torch = common.torch_wanted(args)
     programs = ["tinygan"] + (["torch"] if with_torch else [])
     threads = [1] if args.backend == "cupy" else args.threads

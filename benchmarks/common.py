@@ -127,14 +127,48 @@ def machine_info():
     import numpy
 
     info["numpy"] = numpy.__version__
-    blas = os.environ.get("OPENBLAS_CORETYPE")
-    if blas:
-        info["OPENBLAS_CORETYPE"] = blas
+    core = openblas_core()
+    if core:
+        info["openblas_kernels"] = core
+    if os.environ.get("OPENBLAS_CORETYPE"):
+        info["OPENBLAS_CORETYPE"] = os.environ["OPENBLAS_CORETYPE"]
     if have_torch():
         import torch
 
         info["torch"] = torch.__version__
     return info
+
+
+def openblas_core():
+    """The kernel family NumPy's bundled OpenBLAS runs with ("Haswell", "SkylakeX", ...),
+    or None when that cannot be asked (another BLAS, another build)."""
+    import ctypes
+    import glob
+
+    import numpy
+
+    libs = glob.glob(os.path.join(os.path.dirname(numpy.__file__), os.pardir, "numpy.libs",
+                                  "lib*openblas*.so*"))
+    for lib in libs:
+        try:
+            handle = ctypes.CDLL(lib)
+        except OSError:
+            continue
+        for name in ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename",
+                     "openblas_get_corename64_", "openblas_get_corename"):
+            fn = getattr(handle, name, None)
+            if fn is not None:
+                fn.restype = ctypes.c_char_p
+                return fn().decode()
+    return None
+
+
+def print_machine():
+    info = machine_info()
+    print("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()))
+    if info.get("OPENBLAS_CORETYPE"):
+        print(f"note: OPENBLAS_CORETYPE={info['OPENBLAS_CORETYPE']} is set in the environment; it "
+              f"overrides OpenBLAS's own choice of kernels for this CPU")
 
 
 def write_json(path, payload):
