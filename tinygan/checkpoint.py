@@ -39,7 +39,15 @@ def save(path, trainer, meta):
     arrays = {f"{group}/{name}": backend.to_host(value)
               for group, state in states.items() for name, value in state.items()}
     meta = dict(meta, rng=backend.get_rng_state(), trainer_step=trainer.step_count)
-    arrays["meta"] = np.array(json.dumps(meta))
+    save_npz_atomic(path, arrays, meta)
+
+
+def save_npz_atomic(path, arrays, meta):
+    """np.savez of ``arrays`` plus ``meta`` as JSON, to a temporary file renamed into place.
+
+    ``os.replace`` is atomic, so readers see the old file or the new one, never half of one.
+    """
+    arrays = dict(arrays, meta=np.array(json.dumps(meta)))
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")

@@ -24,13 +24,12 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 import zipfile
 
 import numpy as np
 
-from tinygan import backend, data, losses, nn, optim
+from tinygan import backend, checkpoint, data, losses, nn, optim
 
 CHANNELS = (32, 64)  # feature maps at 28x28 -> 14x14, and at 14x14 -> 7x7
 HIDDEN = 128  # width of the penultimate (feature) layer
@@ -158,17 +157,7 @@ def save(path, model, meta):
     arrays = {f"net/{k}": backend.to_host(v) for k, v in model.state_dict().items()}
     meta = dict(meta, kind="tinygan-classifier", num_classes=model.num_classes,
                 channels=list(model.channels), hidden=model.hidden)
-    arrays["meta"] = np.array(json.dumps(meta))
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    checkpoint.save_npz_atomic(path, arrays, meta)
 
 
 def load(path):
