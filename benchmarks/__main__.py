@@ -42,7 +42,7 @@ def main(argv=None):
     if args.out:
         from benchmarks import plot_results
 
-        plot_results.main([str(args.out / "step.json"), str(args.out / "step_time.png")])
+        plot_results.main([str(args.out / "step_time.png"), str(args.out / "step.json")])
 
 
 if __name__ == "__main__":

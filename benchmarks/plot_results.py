@@ -1,10 +1,12 @@
-"""Plot training-step time against batch size from a bench_step.py --json file.
+"""Plot training-step time against batch size from bench_step.py --json files.
 
-    python benchmarks/bench_step.py --batch 16 32 64 128 256 --json benchmarks/step.json
-    python benchmarks/plot_results.py benchmarks/step.json benchmarks/step_time.png
+    python benchmarks/bench_step.py --batch 16 32 64 128 256 --json step.json
+    python benchmarks/plot_results.py step_time.png step.json [more.json ...] [--threads 1]
 
-One panel per model; one line per (program, threads); markers at the median over
-runs, bars from the fastest to the slowest run.
+One panel per model; one line per (program, threads) and, when several files are
+given (say, NumPy with two OpenBLAS kernel choices), per file for tinygan (PyTorch is
+drawn from the first file that has it). Markers at the median over runs, bars from the
+fastest to the slowest run.
 """
 
 import argparse
@@ -16,54 +18,85 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-STYLE = {"tinygan": dict(marker="o"), "torch": dict(marker="s", linestyle="--")}
+
+def series_of(payloads, threads_filter):
+    """[(label, style, model, threads, [(batch, stats)])] across the files."""
+    out, torch_done = [], set()
+    for i, payload in enumerate(payloads):
+        kernels = payload.get("machine", {}).get("openblas_kernels")
+        for r in payload["results"]:
+            if threads_filter and r["threads"] not in threads_filter:
+                continue
+            for program, st in r["stats"].items():
+                if program == "torch":
+                    key = ("torch", r["model"], r["threads"])
+                    if key in torch_done and i > 0:
+                        continue
+                    label = "PyTorch"
+                    style = dict(marker="s", linestyle="--", color="tab:orange")
+                else:
+                    key = (f"tinygan{i}", r["model"], r["threads"])
+                    label = f"tinygan ({r['backend']}" + (f", OpenBLAS {kernels})" if kernels
+                                                          else ")")
+                    style = dict(marker="o", color=["tab:blue", "tab:green", "tab:purple"][i % 3])
+                if i == 0 and program == "torch":
+                    torch_done.add(key)
+                out.append((key, label, style, r["model"], r["threads"], r["batch"], st))
+    grouped = {}
+    for key, label, style, model, threads, batch, st in out:
+        g = grouped.setdefault((key, threads), dict(label=label, style=style, model=model,
+                                                     threads=threads, points=[]))
+        g["points"].append((batch, st))
+    return list(grouped.values())
 
 
-def plot(results, out, title=""):
-    models = sorted({r["model"] for r in results}, key=["dcgan", "gan"].index)
-    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
+def plot(payloads, out, threads_filter=None):
+    series = series_of(payloads, threads_filter)
+    models = [m for m in ("dcgan", "gan") if any(s["model"] == m for s in series)]
+    fig, axes = plt.subplots(1, len(models), figsize=(6.5 * len(models), 5), squeeze=False)
     for ax, model in zip(axes[0], models):
-        rows = [r for r in results if r["model"] == model]
-        series = sorted({(p, r["threads"], r["backend"]) for r in rows for p in r["stats"]})
-        for program, threads, backend in series:
-            pts = sorted((r["batch"], r["stats"][program]) for r in rows
-                         if r["threads"] == threads and r["backend"] == backend
-                         and program in r["stats"])
-            batches = [b for b, _ in pts]
-            med = [1000 * s["median"] for _, s in pts]
-            lo = [1000 * (s["median"] - s["min"]) for _, s in pts]
-            hi = [1000 * (s["max"] - s["median"]) for _, s in pts]
-            name = f"tinygan ({backend})" if program == "tinygan" else "PyTorch"
-            ax.errorbar(batches, med, yerr=[lo, hi], capsize=3,
-                        label=f"{name}, {threads} thread{'s' if threads > 1 else ''}",
-                        **STYLE.get(program, {}))
+        batches = set()
+        for s in (s for s in series if s["model"] == model):
+            pts = sorted(s["points"], key=lambda p: p[0])
+            xs = [b for b, _ in pts]
+            batches.update(xs)
+            med = [1000 * st["median"] for _, st in pts]
+            err = [[1000 * (st["median"] - st["min"]) for _, st in pts],
+                   [1000 * (st["max"] - st["median"]) for _, st in pts]]
+            style = dict(s["style"])
+            if s["threads"] > 1:
+                style.update(markerfacecolor="white")
+                style["linestyle"] = ":" if style.get("linestyle") == "--" else "-."
+            t = s["threads"]
+            ax.errorbar(xs, med, yerr=err, capsize=3, label=f"{s['label']}, {t} thread"
+                        + ("s" if t > 1 else ""), **style)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.set_xticks(sorted({r["batch"] for r in rows}))
+        ax.set_xticks(sorted(batches))
         ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
         ax.get_yaxis().set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         ax.get_yaxis().set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         ax.set_xlabel("batch size")
-        ax.set_ylabel("ms per training step (D + G update)")
-        ax.set_title(f"{model} on 28x28 images")
+        ax.set_ylabel("ms per training step (one D and one G update)")
+        ax.set_title(f"{model}, 28x28 images, float32")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=9)
+        ax.legend(fontsize=7)
+    machine = payloads[0].get("machine", {})
+    fig.suptitle(f"{machine.get('cpu', '?')}, {machine.get('cores', '?')} cores; "
+                 f"numpy {machine.get('numpy', '?')}, torch {machine.get('torch', '-')}",
+                 fontsize=9)
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
+    fig.savefig(out, dpi=110)
     print(f"plot written to {out}")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("results", type=Path, help="JSON written by bench_step.py --json")
-    parser.add_argument("out", type=Path, nargs="?", default=Path("step_time.png"))
+    parser.add_argument("out", type=Path, help="the PNG to write")
+    parser.add_argument("results", type=Path, nargs="+", help="JSON from bench_step.py --json")
+    parser.add_argument("--threads", type=int, nargs="+", help="only these thread counts")
     args = parser.parse_args(argv)
-    payload = json.loads(args.results.read_text())
-    machine = payload.get("machine", {})
-    title = ", ".join(f"{k} {v}" for k, v in machine.items())
-    plot(payload["results"], args.out, title)
+    plot([json.loads(p.read_text()) for p in args.results], args.out, args.threads)
 
 
 if __name__ == "__main__":
