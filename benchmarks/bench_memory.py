@@ -75,9 +75,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.worker:
         return worker(json.loads(args.worker))
-    common.print_machine()
-    with_torch = common.torch_wanted(args)
-    programs = ["tinygan"] + (["torch"] if with_torch else [])
+    programs = common.programs(args)
+    with_torch = "torch" in programs
     results, rows = [], []
     for batch in args.batch:
         for t in args.threads:

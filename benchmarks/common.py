@@ -225,3 +225,9 @@ def time_calls(fn, repeats, warmup, sync):
 def reply(payload):
     """A worker's answer: one JSON line on stdout."""
     print(json.dumps(payload))
+
+
+def programs(args):
+    """Print the machine, then the programs to compare: tinygan, and torch when wanted."""
+    print_machine()
+    return ["tinygan"] + (["torch"] if torch_wanted(args) else [])
