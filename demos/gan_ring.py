@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 from tinygan import backend, data, models, plots
-from tinygan.train import Trainer
+from tinygan.train import Trainer, decay_scale
 
 parser = argparse.ArgumentParser(description="vanilla GAN on the 8-Gaussian ring")
 parser.add_argument("--steps", type=int, default=2000)
@@ -31,8 +31,8 @@ backend.seed(args.seed)
 ring = data.TOY_DATASETS["ring"]
 points, _ = ring.sample(10_000, np.random.default_rng(args.seed))
 
-# G: z (2-D noise) -> MLP -> a point; D: a point -> MLP -> one raw score (a logit).
-# The sigmoid is inside the BCE loss, so D itself ends in a plain Dense layer.
+# G: z (2-D noise) -> MLP with BatchNorm -> a point; D: a point -> MLP -> one raw score
+# (a logit). The sigmoid is inside the BCE loss, so D itself ends in a plain Dense layer.
 gan = models.build("gan", data_shape=(2,))
 trainer = Trainer(gan)  # Adam for both networks, the family's learning rate
 print(gan.generator, gan.discriminator, sep="\n")
@@ -41,6 +41,9 @@ step = 0
 while step < args.steps:
     # data.batches gives one epoch in a fresh random order; loop over epochs until done
     for real, _ in data.batches(points, None, args.batch_size):
+        # the learning rate falls linearly to 0 over the second half, so the samples
+        # settle onto the modes instead of jittering around them
+        trainer.scale_lr(decay_scale(step, args.steps, 0.5))
         # one D update on a real and a fake batch, then one G update through a frozen D
         losses = trainer.step(real)
         step += 1
@@ -49,7 +52,8 @@ while step < args.steps:
         if step == args.steps:
             break
 
-# Sample: eval() is the habit before drawing (no BatchNorm or Dropout here, but see DCGAN).
+# Sample in eval mode: G's BatchNorm then uses its running statistics, so a sample does
+# not depend on the others drawn with it.
 gan.generator.eval()
 z = backend.rng().standard_normal((2000, gan.z_dim), dtype=np.float32)
 fake = backend.to_host(gan.generate(z))

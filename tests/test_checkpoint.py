@@ -56,7 +56,8 @@ def assert_same_checkpoints(whole, split, split_at):
     """Every array equal; of meta, everything but the timings and the output folder.
 
     The split run also saved (and, when tinygan.metrics is present, evaluated) where it
-    stopped, at step ``split_at``: its evaluation list may hold that one extra entry.
+    stopped, at step ``split_at``: its evaluation list may hold that one extra entry
+    (None: the split run saved nowhere the whole run did not).
     """
     a, b = read_arrays(whole), read_arrays(split)
     meta_a, meta_b = json.loads(str(a.pop("meta"))), json.loads(str(b.pop("meta")))
@@ -168,6 +169,10 @@ def test_failed_write_keeps_the_old_checkpoint(tmp_path, monkeypatch, error):
 # batch 1000 on the 10,000 toy points: 10 steps an epoch, so N = 13 resumes mid-epoch and,
 # for the WGAN, mid-way through a 5-step critic cycle. The tricks draw random numbers every
 # step, so any slip in the saved generator state shows up.
+# Extending a run (N, then resume to 2N) is exact at a constant learning rate, so these
+# runs set lr_decay=0: a decaying schedule is planned over the run's length, and an N-step
+# run decays over N steps. Resuming an *interrupted* run of the same length is exact with
+# the decay on too (test_interrupted_run_with_lr_decay_resumes_bit_exact).
 RESUME_CASES = [
     dict(model="gan", data="ring", g_dropout=0.2, flip_labels=0.1, instance_noise=0.05),
     dict(model="wgan", data="grid"),
@@ -180,7 +185,7 @@ N = 13
 def test_runner_resume_is_bit_exact(tmp_path, options):
     def config(steps, out):
         return runner.RunConfig(steps=steps, batch_size=1000, out=str(tmp_path / out), seed=3,
-                                **options)
+                                lr_decay=0.0, **options)
 
     whole = runner.run(config(2 * N, "whole"), progress=False)
     runner.run(config(N, "split"), progress=False)
@@ -192,9 +197,35 @@ def test_runner_resume_is_bit_exact(tmp_path, options):
                             tmp_path / "split" / "checkpoint.npz", split_at=N)
 
 
+def test_interrupted_run_with_lr_decay_resumes_bit_exact(tmp_path, monkeypatch):
+    """A run stopped by Ctrl-C after step N resumes from its last epoch-end checkpoint
+    (step 10) and, with the same length, ends exactly where the uninterrupted run ends."""
+    def config(out):
+        return runner.RunConfig(model="gan", data="ring", steps=2 * N, batch_size=1000,
+                                lr_decay=0.5, seed=3, out=str(tmp_path / out))
+
+    whole = runner.run(config("whole"), progress=False)
+    real_step = Trainer.step
+
+    def step_then_interrupt(trainer, *args):
+        if trainer.step_count == N:
+            raise KeyboardInterrupt
+        return real_step(trainer, *args)
+
+    monkeypatch.setattr(Trainer, "step", step_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(config("split"), progress=False)
+    monkeypatch.undo()
+    saved = str(tmp_path / "split" / "checkpoint.npz")
+    assert checkpoint.load(saved)[1]["step"] == 10
+    resumed = runner.run(config("split"), resume=saved, progress=False)
+    assert whole["history"] == resumed["history"]
+    assert_same_checkpoints(tmp_path / "whole" / "checkpoint.npz", saved, split_at=None)
+
+
 def test_cli_resume_is_bit_exact(tmp_path, capsys):
     common = ["train", "--model", "cgan", "--data", "grid", "--batch-size", "1000", "--seed", "1",
-              "--quiet", "--label-smoothing", "0.1"]
+              "--quiet", "--label-smoothing", "0.1", "--lr-decay", "0"]
     assert cli.main([*common, "--steps", str(2 * N), "--out", str(tmp_path / "whole")]) == 0
     assert cli.main([*common, "--steps", str(N), "--out", str(tmp_path / "split")]) == 0
     saved = str(tmp_path / "split" / "checkpoint.npz")

@@ -155,6 +155,7 @@ def test_help_exits_zero(capsys):
     (["train", "--steps", "ten"], "argument --steps: invalid positive_int value: 'ten'"),
     (["train", "--steps", "2", "--epochs", "1"], "not allowed with argument"),
     (["train", "--label-smoothing", "1.5"], "must be in [0, 1), got 1.5"),
+    (["train", "--lr-decay", "2"], "must be in [0, 1], got 2"),
     (["train", "--batch-size", "-4"], "must be a positive integer, got -4"),
     (["train", "--backend", "tpu"], "invalid choice: 'tpu'"),
     (["sample"], "the following arguments are required: --checkpoint"),

@@ -10,8 +10,8 @@ the targets the trainer used are t = sigmoid(L) - n * grad.
 import numpy as np
 import pytest
 
-from tinygan import backend, data, models, nn
-from tinygan.train import Trainer, Tricks
+from tinygan import backend, data, models, nn, runner
+from tinygan.train import Trainer, Tricks, decay_scale
 
 N = 64  # batch size for 2-D points
 N_IMAGES = 4  # batch size for images (convolutions on the CPU are slow)
@@ -157,6 +157,30 @@ def test_lr_argument_overrides_the_family_default():
     trainer = Trainer(gan, lr=3e-5)
     assert trainer.g_opt.lr == trainer.d_opt.lr == 3e-5
     assert Trainer(gan).g_opt.lr == gan.lr == 2e-4
+
+
+def test_decay_scale_is_flat_then_linear_to_zero():
+    # 10 steps, decaying over the last half: 1 for steps 0-4, then 5/5, 4/5, ... 1/5
+    scales = [decay_scale(step, 10, 0.5) for step in range(10)]
+    np.testing.assert_allclose(scales, [1, 1, 1, 1, 1, 1, 0.8, 0.6, 0.4, 0.2])
+    assert [decay_scale(step, 10, 0.0) for step in range(10)] == [1.0] * 10
+    np.testing.assert_allclose(decay_scale(0, 4, 1.0), 1.0)
+    np.testing.assert_allclose(decay_scale(3, 4, 1.0), 0.25)
+
+
+def test_scale_lr_scales_both_optimizers_from_their_initial_rates():
+    trainer = Trainer(models.build("wgan", (2,)), lr=1e-3)
+    trainer.scale_lr(0.5)
+    trainer.scale_lr(0.25)  # relative to the initial rate, not compounding
+    assert trainer.g_opt.lr == trainer.d_opt.lr == 2.5e-4
+
+
+@pytest.mark.parametrize("shape, expected", [((2,), 0.5), ((1, 28, 28), 0.0)])
+def test_lr_decay_defaults_to_the_second_half_for_points_only(shape, expected):
+    assert runner.RunConfig().decay_fraction(shape) == expected
+    assert runner.RunConfig(lr_decay=0.25).decay_fraction(shape) == 0.25
+    with pytest.raises(ValueError, match="lr_decay must be a fraction in"):
+        runner.RunConfig(lr_decay=1.5).decay_fraction(shape)
 
 
 # -- AC-GAN: two heads on one set of logits, exactly one softmax ---------------------------

@@ -35,6 +35,13 @@ def probability(text):
     return value
 
 
+def fraction(text):
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
 def add_train_parser(sub):
     p = sub.add_parser("train", help="train a GAN",
                        description="Train a GAN; with no arguments, the vanilla GAN on the ring.")
@@ -47,6 +54,9 @@ def add_train_parser(sub):
     length.add_argument("--steps", type=positive_int)
     p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--lr", type=float, help="learning rate of both networks (default: the model's)")
+    p.add_argument("--lr-decay", type=fraction, metavar="FRACTION",
+                   help="lower the learning rate linearly to 0 over this last share of the run "
+                        "(default: 0.5 for 2-D data, 0 for images)")
     p.add_argument("--backend", choices=backend.BACKENDS, default="numpy")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="output folder (default: runs/MODEL-DATA)")
@@ -114,7 +124,8 @@ def add_classifier_parser(sub):
 
 def train(args):
     fields = {f: getattr(args, f) for f in (
-        "model", "data", "data_dir", "epochs", "steps", "batch_size", "lr", "backend", "seed",
+        "model", "data", "data_dir", "epochs", "steps", "batch_size", "lr", "lr_decay", "backend",
+        "seed",
         "z_dim", "g_dropout", "label_smoothing", "label_noise", "flip_labels", "instance_noise",
         "minimax")}
     if args.resume:

@@ -131,12 +131,14 @@ class GAN:
 # --- building blocks -------------------------------------------------------------------
 
 
-def mlp(sizes, activation, out_activation=None, dropout=0.0):
-    """Dense layers through ``sizes`` with ``activation`` between them."""
+def mlp(sizes, activation, out_activation=None, dropout=0.0, batchnorm=False):
+    """Dense layers through ``sizes``, ``activation`` (after BatchNorm if asked) between them."""
     layers = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Dense(a, b))
         if i < len(sizes) - 2:
+            if batchnorm:
+                layers.append(nn.BatchNorm1d(b))
             layers.append(activation())
             if dropout:
                 layers.append(nn.Dropout(dropout))
@@ -199,14 +201,17 @@ def mlp_networks(data_shape, z_dim, g_in=None, d_in=None, d_out=1, g_dropout=0.0
     """Goodfellow et al. 2014 with multilayer perceptrons, LeakyReLU(0.2) inside.
 
     Images: G z -> 256 -> 512 -> 1024 -> C*H*W -> tanh -> reshape; D mirrors it.
-    2-D points: 128-wide, three hidden layers, and a linear output, because the
-    toy mixtures reach +-4 (the grid), beyond tanh's range.
+    2-D points, after PacGAN's toy networks (narrower, for speed): G has four 128-wide
+    hidden layers with BatchNorm and ReLU, D three 256-wide ones with LeakyReLU, and
+    G's output is linear because the toy mixtures reach +-4 (the grid), beyond tanh.
+    Without BatchNorm in G, samples stay smeared between the modes (~50% within 3 sigma
+    of a ring centre against ~90% with it, after the same 3,000 steps).
     """
     width = math.prod(data_shape)
     if len(data_shape) == 1:
-        hidden = [128, 128, 128]
-        g = nn.Sequential(*mlp([g_in or z_dim, *hidden, width], leaky, dropout=g_dropout))
-        d = nn.Sequential(*mlp([d_in or width, *hidden[::-1], d_out], leaky))
+        g = nn.Sequential(*mlp([g_in or z_dim, *[128] * 4, width], nn.ReLU,
+                               dropout=g_dropout, batchnorm=True))
+        d = nn.Sequential(*mlp([d_in or width, *[256] * 3, d_out], leaky))
         return g, d
     g = nn.Sequential(*mlp([g_in or z_dim, 256, 512, 1024, width], leaky, nn.Tanh, g_dropout),
                       nn.Reshape(*data_shape))

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 from tinygan import backend, checkpoint, data, models, plots
-from tinygan.train import Trainer, Tricks
+from tinygan.train import Trainer, Tricks, decay_scale
 
 TOY_SIZE = 10_000  # points drawn once per run from a 2-D mixture, then batched like images
 IMAGE_DATA = ("mnist", "fashion-mnist")
@@ -35,6 +35,7 @@ class RunConfig:
     steps: int | None = None
     batch_size: int | None = None  # default: 256 for 2-D points, 64 for images
     lr: float | None = None  # default: the family's (models.build)
+    lr_decay: float | None = None  # share of the run over which lr falls linearly to 0
     backend: str = "numpy"
     seed: int = 0
     out: str = "runs/gan-ring"
@@ -46,6 +47,14 @@ class RunConfig:
     instance_noise: float = 0.0
     minimax: bool = False
     evaluate: bool = True  # per-epoch metrics (tinygan.metrics) when available
+
+    def decay_fraction(self, sample_shape):
+        """--lr-decay, by default 0.5 for 2-D points (the second half) and 0 for images."""
+        if self.lr_decay is not None:
+            if not 0 <= self.lr_decay <= 1:
+                raise ValueError(f"lr_decay must be a fraction in [0, 1], got {self.lr_decay}")
+            return self.lr_decay
+        return 0.5 if len(sample_shape) == 1 else 0.0
 
     def tricks(self):
         return Tricks(**{f.name: getattr(self, f.name) for f in fields(Tricks)})
@@ -191,6 +200,7 @@ def run(config, resume=None, progress=True):
     log_every = max(1, total // 200)  # keep ~200 points of loss history
     sums, counts = {}, {}  # device-side loss sums since the last log point
     needs_labels = gan.conditional_d or gan.class_head
+    decay = config.decay_fraction(real.shape[1:])
     done = meta["step"]
     start, first_step = time.perf_counter(), done
 
@@ -200,6 +210,7 @@ def run(config, resume=None, progress=True):
         order_rng = np.random.default_rng([config.seed, 3, epoch])
         epoch_batches = data.batches(real, labels, batch, order_rng)
         for x, y_batch in itertools.islice(epoch_batches, skip, None):
+            trainer.scale_lr(decay_scale(done, total, decay))  # a function of the step: resumable
             for k, v in trainer.step(x, y_batch if needs_labels else None).items():
                 sums[k], counts[k] = sums.get(k, 0) + v, counts.get(k, 0) + 1
             done += 1

@@ -39,12 +39,31 @@ class Tricks:
     minimax: bool = False
 
 
+def decay_scale(step, total, fraction):
+    """Learning-rate multiplier for step ``step`` (0-based) of ``total``.
+
+    1 for the first (1 - fraction) of the run, then falling linearly towards 0 over
+    the last ``fraction`` of it (reaching 1/decay_steps on the last step, never 0).
+    Late in training the updates stop overshooting, so samples settle onto the modes
+    instead of jittering around them.
+    """
+    decay_steps = fraction * total
+    if decay_steps <= 0:
+        return 1.0
+    return min(1.0, (total - step) / decay_steps)
+
+
 class Trainer:
     def __init__(self, gan, lr=None, tricks=None):
         self.gan, self.tricks = gan, tricks or Tricks()
         self.g_opt, self.d_opt = gan.make_optimizers(lr)
+        self.base_lr = (self.g_opt.lr, self.d_opt.lr)
         self.step_count = 0
         self.dtype = xp.float32
+
+    def scale_lr(self, scale):
+        """Set both optimizers' learning rates to ``scale`` times their initial values."""
+        self.g_opt.lr, self.d_opt.lr = (lr * scale for lr in self.base_lr)
 
     # -- losses: the only place where families differ --------------------------------
     def _adversarial(self, scores, real, for_generator):
