@@ -3,7 +3,7 @@
     python demos/acgan_mnist.py --data-dir ../shared/data        # 300 steps, a few minutes
     python demos/acgan_mnist.py --steps 3000 --out runs/acgan-mnist
 
-Only G sees the label: G(z * e(y)). D sees the image alone and answers twice, from one
+Only G sees the label: G([z, e(y)]). D sees the image alone and answers twice, from one
 Dense layer with 1 + 10 outputs: column 0 is the real/fake logit (BCE), columns 1..10 are
 class logits (softmax cross-entropy, the only softmax: it lives inside the loss). Both
 networks minimise the class loss, so G learns to draw digits D can recognise.
