@@ -194,16 +194,17 @@ def mlp_networks(data_shape, z_dim, g_in=None, d_in=None, d_out=1, g_dropout=0.0
 
     Images: G z -> 256 -> 512 -> 1024 -> C*H*W -> tanh -> reshape; D mirrors it.
     2-D points, after PacGAN's toy networks (narrower, for speed): G has four 128-wide
-    hidden layers with BatchNorm and ReLU, D three 256-wide ones with LeakyReLU, and
-    G's output is linear because the toy mixtures reach +-4 (the grid), beyond tanh.
-    Without BatchNorm in G, samples stay smeared between the modes (~50% within 3 sigma
-    of a ring centre against ~90% with it, after the same 3,000 steps).
+    hidden layers with BatchNorm and ReLU, D three 128-wide ones with LeakyReLU, and G's
+    output is linear because the toy mixtures reach +-4 (the grid), beyond tanh. The
+    BatchNorm matters: without it (LeakyReLU instead), seeds 0 and 1 on the ring kept 4.5
+    of 8 modes with 38% of samples within 3 sigma of a centre; with it, 8 and 84%, both
+    after the default 3,120 steps.
     """
     width = math.prod(data_shape)
     if len(data_shape) == 1:
         g = nn.Sequential(*mlp([g_in or z_dim, *[128] * 4, width], nn.ReLU,
                                dropout=g_dropout, batchnorm=True))
-        d = nn.Sequential(*mlp([d_in or width, *[256] * 3, d_out], leaky))
+        d = nn.Sequential(*mlp([d_in or width, *[128] * 3, d_out], leaky))
         return g, d
     g = nn.Sequential(*mlp([g_in or z_dim, 256, 512, 1024, width], leaky, nn.Tanh, g_dropout),
                       nn.Reshape(*data_shape))
