@@ -232,6 +232,28 @@ def test_acgan_generator_is_trained_on_the_class_of_its_labels():
                                rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.parametrize("on_fake", [False, True])
+def test_acgan_discriminator_class_loss_on_fakes_only_when_asked(on_fake):
+    """D's class head learns from the fake batch only with d_class_loss_on_fake."""
+    gan, trainer = make("acgan", (2,))
+    gan.d_class_loss_on_fake = on_fake
+    asked = []
+    sample_inputs = trainer.sample_inputs
+    trainer.sample_inputs = lambda n: asked.append(sample_inputs(n)) or asked[-1]
+    real, y = real_batch(gan, N)
+    rec = Recorder(gan.discriminator)
+    trainer.discriminator_step(real, y)
+    logits, grad = rec.outputs[1], rec.grads[1]  # the fake batch
+    np.testing.assert_allclose(grad[:, :1], sigmoid(logits[:, :1]) / N, rtol=1e-4, atol=1e-7)
+    if on_fake:  # cross-entropy towards the labels the fakes were drawn for
+        onehot = np.eye(gan.num_classes)[host(asked[0][1])]
+        expected = (np.exp(log_softmax(logits[:, 1:])) - onehot) / N
+        np.testing.assert_allclose(grad[:, 1:], expected, rtol=1e-4, atol=1e-7)
+    else:
+        assert not grad[:, 1:].any()
+    assert rec.grads[0][:, 1:].any()  # the real batch always trains the class head
+
+
 # -- WGAN: clipping and the critic schedule ------------------------------------------------
 
 

@@ -98,6 +98,10 @@ class GAN:
     conditional_g: bool = False  # G takes (z, y)
     conditional_d: bool = False  # D takes (x, y)
     class_head: bool = False  # D outputs [real/fake logit, K class logits] (AC-GAN)
+    # AC-GAN's D also fits its class head to fakes with the labels they were drawn for, as in
+    # Odena et al.'s L_C. Off by default: D then learns that a fake "6" drawn for label 4 is a
+    # 4, and G keeps drawing 6s in row 4. A class head of real images only rejects that.
+    d_class_loss_on_fake: bool = False
     objective: str = "bce"  # "bce" or "wasserstein"
     optimizer: str = "adam"
     lr: float = 2e-4

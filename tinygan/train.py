@@ -98,10 +98,14 @@ class Trainer:
         AC-GAN's D output is [s, c_1..c_K]: column 0 is the real/fake logit, the rest
         are class logits (one softmax, inside cross_entropy). Both G and D minimise
         the class loss; the gradient is the two heads' gradients side by side.
+        D learns its class head on fakes too only if ``gan.d_class_loss_on_fake``
+        (the paper's L_C); otherwise the class head stays a classifier of real images.
         """
         if not self.gan.class_head:
             return self._adversarial(out, real, for_generator)
         adv_loss, dadv = self._adversarial(out[:, :1], real, for_generator)
+        if not (real or for_generator or self.gan.d_class_loss_on_fake):
+            return adv_loss, xp.concatenate([dadv, xp.zeros_like(out[:, 1:])], axis=1)
         cls_loss, dcls = losses.cross_entropy(out[:, 1:], labels)
         return adv_loss + cls_loss, xp.concatenate([dadv, dcls], axis=1)
 
