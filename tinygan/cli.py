@@ -125,9 +125,8 @@ def add_classifier_parser(sub):
 def train(args):
     fields = {f: getattr(args, f) for f in (
         "model", "data", "data_dir", "epochs", "steps", "batch_size", "lr", "lr_decay", "backend",
-        "seed",
-        "z_dim", "g_dropout", "label_smoothing", "label_noise", "flip_labels", "instance_noise",
-        "minimax")}
+        "seed", "z_dim", "g_dropout", "label_smoothing", "label_noise", "flip_labels",
+        "instance_noise", "minimax")}
     if args.resume:
         # a resumed run keeps its saved configuration; only its length and output may change
         _, meta = checkpoint.load(args.resume)
