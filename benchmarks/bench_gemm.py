@@ -102,7 +102,7 @@ def main(argv=None):
     if args.worker:
         return worker(json.loads(args.worker))
     common.print_machine()
-    threads = [1] if args.backend == "cupy" else args.threads
+    threads = common.thread_counts(args)
     results = []
     for t in threads:
         for batch in args.batch:

@@ -115,7 +115,7 @@ def main(argv=None):
         return worker(json.loads(args.worker))
     programs = common.programs(args)
     with_torch = "torch" in programs
-    threads = [1] if args.backend == "cupy" else args.threads
+    threads = common.thread_counts(args)
     results = []
     for t in threads:
         for batch in args.batch:

@@ -67,7 +67,7 @@ def main(argv=None):
         return worker(json.loads(args.worker))
     programs = common.programs(args)
     with_torch = "torch" in programs
-    threads = [1] if args.backend == "cupy" else args.threads
+    threads = common.thread_counts(args)
     results, rows = [], []
     for model in args.models:
         for batch in args.batch:

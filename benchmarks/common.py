@@ -231,3 +231,8 @@ def programs(args):
     """Print the machine, then the programs to compare: tinygan, and torch when wanted."""
     print_machine()
     return ["tinygan"] + (["torch"] if torch_wanted(args) else [])
+
+
+def thread_counts(args):
+    """The BLAS thread counts to time: --threads on the CPU; one run on a GPU, which has none."""
+    return [1] if args.backend == "cupy" else args.threads
