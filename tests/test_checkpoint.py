@@ -243,3 +243,22 @@ def test_resume_past_the_end_does_no_more_steps(tmp_path):
     assert meta["step"] == N
     after = read_arrays(tmp_path / "checkpoint.npz")
     assert all(np.array_equal(before[k], after[k]) for k in before if k != "meta")
+
+
+@pytest.mark.parametrize("interval, drawn_at", [(0.0, [10, 20, 30, 40]), (float("inf"), [10, 40])])
+def test_checkpoint_every_epoch_pictures_at_most_every_interval(tmp_path, monkeypatch, interval,
+                                                                 drawn_at):
+    """4 epochs of 10 steps: metrics.json and the checkpoint at every epoch's end; the
+    pictures at the first epoch, then only once DRAW_EVERY_S has passed, and at the end."""
+    saved, drawn = [], []
+    real_save, real_draw = runner.save_outputs, runner.draw
+    monkeypatch.setattr(runner, "DRAW_EVERY_S", interval)
+    monkeypatch.setattr(runner, "save_outputs",
+                        lambda out, trainer, meta: saved.append(meta["step"]) or
+                        real_save(out, trainer, meta))
+    monkeypatch.setattr(runner, "draw", lambda out, gan, config, meta, *rest:
+                        drawn.append(meta["step"]) or real_draw(out, gan, config, meta, *rest))
+    runner.run(runner.RunConfig(epochs=4, batch_size=1000, out=str(tmp_path)), progress=False)
+    assert saved == [10, 20, 30, 40] and drawn == drawn_at
+    assert json.loads((tmp_path / "metrics.json").read_text())["step"] == 40
+    assert {"samples.png", "losses.png", "checkpoint.npz"} <= set(os.listdir(tmp_path))

@@ -2,9 +2,11 @@
 
 ``run(RunConfig(...))`` is what ``tinygan train`` calls. It loads the data, builds
 the model, calls ``Trainer.step`` once per batch, and at the end of every epoch
-writes to ``out``: a sample grid (one row per class for conditional models, a
-scatter over the real data for 2-D points), the loss curves, ``metrics.json`` and
-``checkpoint.npz``. Resuming from a checkpoint continues the same run: on NumPy,
+writes ``metrics.json`` and ``checkpoint.npz`` to ``out``, with two pictures: a sample
+grid (one row per class for conditional models, a scatter over the real data for
+2-D points) and the loss curves. Drawing takes ~0.3 s, longer than a whole epoch
+of 2-D points, so the pictures are redrawn at most every ``DRAW_EVERY_S`` seconds
+(and always at the end of the run). Resuming from a checkpoint continues the same run: on NumPy,
 2N steps in one go equal N steps + resume + N steps bit for bit, because batch
 order is a function of (seed, epoch) and the generators' state is saved.
 """
@@ -24,6 +26,7 @@ from tinygan.train import Trainer, Tricks, decay_scale
 
 TOY_SIZE = 10_000  # points drawn once per run from a 2-D mixture, then batched like images
 IMAGE_DATA = ("mnist", "fashion-mnist")
+DRAW_EVERY_S = 10.0  # pictures at most this often; metrics.json and the checkpoint every epoch
 
 
 @dataclass
@@ -144,9 +147,8 @@ def epoch_metrics(gan, config, real, labels):
     return metrics.evaluate_for_training(gan, config, real, labels)
 
 
-def save_outputs(out, trainer, config, meta, real, z, y):
-    """Write samples, curves, metrics.json and the checkpoint for the current step."""
-    gan = trainer.gan
+def draw(out, gan, config, meta, real, z, y):
+    """Write samples.png and losses.png for the current step."""
     samples = generate(gan, z, y)
     title = f"{config.model} on {config.data}, step {meta['step']}"
     if len(gan.data_shape) == 1:
@@ -156,6 +158,10 @@ def save_outputs(out, trainer, config, meta, real, z, y):
         row_labels = list(range(rows)) if gan.conditional_g else None
         plots.save_image_grid(os.path.join(out, "samples.png"), samples, rows, title, row_labels)
     plots.save_curves(os.path.join(out, "losses.png"), meta["history"], meta["eval"])
+
+
+def save_outputs(out, trainer, meta):
+    """Write metrics.json and the checkpoint for the current step."""
     with open(os.path.join(out, "metrics.json"), "w") as f:
         json.dump({k: meta[k] for k in ("config", "step", "epoch", "time_s", "images_per_second",
                                         "eval", "history")}, f, indent=1)
@@ -203,6 +209,7 @@ def run(config, resume=None, progress=True):
     decay = config.decay_fraction(real.shape[1:])
     done = meta["step"]
     start, first_step = time.perf_counter(), done
+    last_drawn = -math.inf
 
     while done < total:
         epoch, skip = divmod(done, steps_per_epoch)
@@ -224,7 +231,7 @@ def run(config, resume=None, progress=True):
                     bar.update(done, {k: v for k, v in record.items() if k != "step"}, speed)
             if done == total:
                 break
-        # the end of an epoch (or of the run): evaluate, draw and save
+        # the end of an epoch (or of the run): evaluate, save, and draw when it is time
         meta["step"], meta["epoch"] = done, done / steps_per_epoch
         meta["time_s"] += time.perf_counter() - start
         rng_state = backend.get_rng_state()  # evaluation must not shift training's stream
@@ -232,6 +239,9 @@ def run(config, resume=None, progress=True):
         backend.set_rng_state(rng_state)
         if scores:
             meta["eval"].append({"step": done, "epoch": meta["epoch"], **scores})
-        save_outputs(config.out, trainer, config, meta, real, z, y)
+        save_outputs(config.out, trainer, meta)
+        if done == total or time.perf_counter() - last_drawn >= DRAW_EVERY_S:
+            draw(config.out, gan, config, meta, real, z, y)
+            last_drawn = time.perf_counter()
         start, first_step = time.perf_counter(), done  # evaluation and saving are not timed
     return meta
