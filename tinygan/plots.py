@@ -43,7 +43,9 @@ def save_scatter(path, samples, real, title=None):
     ax.scatter(real[:, 0], real[:, 1], s=2, alpha=0.3, label="real")
     ax.scatter(samples[:, 0], samples[:, 1], s=2, alpha=0.5, label="generated")
     ax.set_aspect("equal")
-    ax.legend(loc="upper right", fontsize=8, markerscale=4)
+    # below the axes: inside, it hid the grid's corner mode at (4, 4)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.05), ncol=2, fontsize=8, markerscale=4,
+              frameon=False)
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
