@@ -2,13 +2,15 @@
 
 ``run(RunConfig(...))`` is what ``tinygan train`` calls. It loads the data, builds
 the model, calls ``Trainer.step`` once per batch, and at the end of every epoch
-writes ``metrics.json`` and ``checkpoint.npz`` to ``out``, with two pictures: a sample
-grid (one row per class for conditional models, a scatter over the real data for
-2-D points) and the loss curves. Drawing takes ~0.3 s, longer than a whole epoch
+writes ``metrics.json`` and ``checkpoint.npz`` to ``out``, with two pictures: a
+sample grid (one row per class for conditional models, a scatter over the real data
+for 2-D points) and the loss curves. Drawing takes ~0.3 s, longer than a whole epoch
 of 2-D points, so the pictures are redrawn at most every ``DRAW_EVERY_S`` seconds
-(and always at the end of the run). Resuming from a checkpoint continues the same run: on NumPy,
-2N steps in one go equal N steps + resume + N steps bit for bit, because batch
-order is a function of (seed, epoch) and the generators' state is saved.
+(and always at the end of the run).
+
+Resuming from a checkpoint continues the same run: on NumPy, 2N steps in one go
+equal N steps + resume + N steps bit for bit, because batch order is a function of
+(seed, epoch) and the generators' state is saved.
 """
 
 import itertools
