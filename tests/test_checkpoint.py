@@ -252,12 +252,18 @@ def test_checkpoint_every_epoch_pictures_at_most_every_interval(tmp_path, monkey
     pictures at the first epoch, then only once DRAW_EVERY_S has passed, and at the end."""
     saved, drawn = [], []
     real_save, real_draw = runner.save_outputs, runner.draw
+
+    def save_outputs(out, trainer, meta):
+        saved.append(meta["step"])
+        real_save(out, trainer, meta)
+
+    def draw(out, gan, config, meta, *rest):
+        drawn.append(meta["step"])
+        real_draw(out, gan, config, meta, *rest)
+
     monkeypatch.setattr(runner, "DRAW_EVERY_S", interval)
-    monkeypatch.setattr(runner, "save_outputs",
-                        lambda out, trainer, meta: saved.append(meta["step"]) or
-                        real_save(out, trainer, meta))
-    monkeypatch.setattr(runner, "draw", lambda out, gan, config, meta, *rest:
-                        drawn.append(meta["step"]) or real_draw(out, gan, config, meta, *rest))
+    monkeypatch.setattr(runner, "save_outputs", save_outputs)
+    monkeypatch.setattr(runner, "draw", draw)
     runner.run(runner.RunConfig(epochs=4, batch_size=1000, out=str(tmp_path)), progress=False)
     assert saved == [10, 20, 30, 40] and drawn == drawn_at
     assert json.loads((tmp_path / "metrics.json").read_text())["step"] == 40
