@@ -221,9 +221,14 @@ def test_acgan_class_loss_is_one_softmax_on_raw_logits(shape):
 def test_acgan_generator_is_trained_on_the_class_of_its_labels():
     """In the G step the class loss uses the labels G was asked to draw."""
     gan, trainer = make("acgan", (2,))
-    asked = []
+    asked = []  # the (z, y) the trainer draws for its fake batch
     sample_inputs = trainer.sample_inputs
-    trainer.sample_inputs = lambda n: asked.append(sample_inputs(n)) or asked[-1]
+
+    def record_inputs(n):
+        asked.append(sample_inputs(n))
+        return asked[-1]
+
+    trainer.sample_inputs = record_inputs
     rec = Recorder(gan.discriminator)
     trainer.generator_step(N)
     logits, grad = rec.outputs[0], rec.grads[0]
@@ -237,9 +242,14 @@ def test_acgan_discriminator_class_loss_on_fakes_only_when_asked(on_fake):
     """D's class head learns from the fake batch only with d_class_loss_on_fake."""
     gan, trainer = make("acgan", (2,))
     gan.d_class_loss_on_fake = on_fake
-    asked = []
+    asked = []  # the (z, y) the trainer draws for its fake batch
     sample_inputs = trainer.sample_inputs
-    trainer.sample_inputs = lambda n: asked.append(sample_inputs(n)) or asked[-1]
+
+    def record_inputs(n):
+        asked.append(sample_inputs(n))
+        return asked[-1]
+
+    trainer.sample_inputs = record_inputs
     real, y = real_batch(gan, N)
     rec = Recorder(gan.discriminator)
     trainer.discriminator_step(real, y)
