@@ -349,3 +349,41 @@ def test_frozen_layer_returns_input_gradient_but_keeps_grads():
     np.testing.assert_array_equal(backend.to_host(layer.backward(g)), dx_trainable)
     for name, module, key in layer.parameters():
         assert not backend.to_host(module.grads[key]).any(), name
+
+
+INPUT_GRAD_CASES = {
+    "dense": (lambda: nn.Dense(5, 3), (4, 5)),
+    "conv2d": (lambda: nn.Conv2d(2, 3, 4, 2, 1), (2, 2, 6, 6)),
+    "conv_transpose2d": (lambda: nn.ConvTranspose2d(2, 3, 4, 2, 1), (2, 2, 3, 3)),
+    "sequential": (lambda: nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.LeakyReLU(0.2),
+                                         nn.Flatten(), nn.Dense(8, 1)), (3, 1, 2, 2)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INPUT_GRAD_CASES))
+def test_input_grad_off_skips_dx_but_not_weight_grads(case):
+    """input_grad_(False) is how the D step treats D's input (data) and the G step G's
+    input (noise): backward returns None, the weight gradients are the same bits."""
+    make, shape = INPUT_GRAD_CASES[case]
+    rng = host_rng(8)
+    layer = make().astype(xp.float64)
+    x = randn(rng, *shape)
+    g = randn(rng, *layer.forward(x).shape)
+    assert layer.backward(g) is not None
+    grads = {name: backend.to_host(m.grads[k]).copy() for name, m, k in layer.parameters()}
+    layer.zero_grad()
+    assert layer.input_grad_(False) is layer
+    layer.forward(x)
+    assert layer.backward(g) is None
+    for name, module, key in layer.parameters():
+        np.testing.assert_array_equal(backend.to_host(module.grads[key]), grads[name], name)
+    layer.input_grad_(True)
+    assert all(m.needs_input_grad for _, m in layer.modules())
+    layer.forward(x)
+    assert layer.backward(g) is not None
+
+
+def test_sequential_passes_input_grad_to_its_first_layer_only():
+    net = nn.Sequential(nn.Dense(4, 4), nn.ReLU(), nn.Dense(4, 1))
+    net.input_grad_(False)
+    assert [m.needs_input_grad for m in net.layers] == [False, True, True]

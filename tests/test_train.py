@@ -7,10 +7,12 @@ logits L with targets t and mean over n scores, dL/dlogits = (sigmoid(L) - t) / 
 the targets the trainer used are t = sigmoid(L) - n * grad.
 """
 
+import contextlib
+
 import numpy as np
 import pytest
 
-from tinygan import backend, data, models, nn, runner
+from tinygan import backend, data, models, nn, runner, train
 from tinygan.train import Trainer, Tricks, decay_scale
 
 N = 64  # batch size for 2-D points
@@ -398,3 +400,70 @@ def test_g_dropout_is_active_while_training():
     assert not np.array_equal(a, b)  # a different mask each forward
     gan.generator.eval()
     np.testing.assert_array_equal(host(gan.generate(z)), host(gan.generate(z)))
+
+
+# -- input gradients nobody uses are not computed -------------------------------------------
+
+
+def first_layer(net):
+    """The layer that receives the network's input (inside a conditional wrapper too)."""
+    while hasattr(net, "net") or hasattr(net, "layers"):
+        net = net.net if hasattr(net, "net") else net.layers[0]
+    return net
+
+
+@pytest.mark.parametrize("name, shape", TRAIN_CASES)
+def test_step_skips_only_the_input_gradients_nobody_uses(name, shape):
+    """D's dL/dx is skipped in the D step (its input is data) but computed in the G step
+    (it is G's output gradient); G's dL/dz is never needed. Flags are restored after."""
+    gan, trainer = make(name, shape)
+    real, y = real_batch(gan, batch_size(shape))
+    seen = {"D": [], "G": []}
+    for tag, net in (("D", gan.discriminator), ("G", gan.generator)):
+        layer = first_layer(net)
+
+        def recording_backward(dout, layer=layer, backward=layer.backward, tag=tag):
+            dx = backward(dout)
+            seen[tag].append((layer.needs_input_grad, dx is None))
+            return dx
+
+        layer.backward = recording_backward
+    trainer.step(real, y)
+    # a conditional net feeds [input, embedding] to its first layer, which needs that dx
+    # for the embedding: D is conditional in a CGAN, G in a CGAN and an AC-GAN
+    d_flag, g_flag = name == "cgan", name in ("cgan", "acgan")
+    if name == "wgan":  # the G update comes every 5th step
+        assert seen["D"] == [(d_flag, not d_flag)] * 2 and seen["G"] == []
+    else:
+        assert seen["D"] == [(d_flag, not d_flag)] * 2 + [(True, False)]
+        assert seen["G"] == [(g_flag, not g_flag)]
+    for net in (gan.discriminator, gan.generator):
+        assert all(m.needs_input_grad for _, m in net.modules())
+
+
+@pytest.mark.parametrize("name, shape", TRAIN_CASES)
+def test_skipping_input_gradients_changes_no_result(name, shape, monkeypatch):
+    """The same steps with every input gradient computed end with the same bits."""
+    results = []
+    for skip in (True, False):
+        if not skip:
+            monkeypatch.setattr(train, "no_input_grad", contextlib.nullcontext)
+        gan, trainer = make(name, shape)
+        real, y = real_batch(gan, batch_size(shape))
+        losses = [host(v) for _ in range(2) for v in trainer.step(real, y).values()]
+        results.append((losses, snapshot(gan.generator), snapshot(gan.discriminator)))
+    (losses, g, d), (losses_all, g_all, d_all) = results
+    assert losses == losses_all
+    assert changed(g, g_all) == set() and changed(d, d_all) == set()
+
+
+def test_input_gradients_are_restored_when_the_discriminator_step_fails():
+    gan, trainer = make("gan", (2,))
+
+    def broken_backward(dout):
+        raise RuntimeError("boom")
+
+    gan.discriminator.backward = broken_backward
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.discriminator_step(real_batch(gan, N)[0])
+    assert all(m.needs_input_grad for _, m in gan.discriminator.modules())

@@ -8,12 +8,16 @@ every ``n_critic`` steps, one generator update:
 
 The G step back-propagates through D to reach G's output, but D is *frozen* for it
 (``requires_grad_(False)``): D's backward returns dL/dx without computing or touching
-its own weight gradients, and D's optimizer does not step.
+its own weight gradients, and D's optimizer does not step. Conversely, in the D step
+D's input is data (real, or fakes made without gradient) and G's input is noise in
+both: nothing learns from those input gradients, so their first layers skip them
+(``input_grad_(False)``).
 
 The families differ only in the losses below (a small table), their networks and
 their schedule (n_critic, weight clipping); this file does not branch on the family.
 """
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from tinygan import backend, losses, optim
@@ -53,8 +57,29 @@ def decay_scale(step, total, fraction):
     return min(1.0, (total - step) / decay_steps)
 
 
+@contextmanager
+def frozen(net):
+    """Within: net's backward returns dL/dx but computes no weight gradients."""
+    net.requires_grad_(False)
+    try:
+        yield net
+    finally:
+        net.requires_grad_(True)
+
+
+@contextmanager
+def no_input_grad(net):
+    """Within: net's first layer skips dL/dx (its input is data or noise)."""
+    net.input_grad_(False)
+    try:
+        yield net
+    finally:
+        net.input_grad_(True)
+
+
 class Trainer:
     def __init__(self, gan, lr=None, tricks=None):
+        backend.keep_freed_memory()  # the same arrays every step: reuse, no page faults
         self.gan, self.tricks = gan, tricks or Tricks()
         self.g_opt, self.d_opt = gan.make_optimizers(lr)
         self.base_lr = (self.g_opt.lr, self.d_opt.lr)
@@ -129,11 +154,13 @@ class Trainer:
         z, fake_labels = self.sample_inputs(n)
         fake = gan.generate(z, fake_labels)  # no G backward in this step
         self.d_opt.zero_grad()
-        loss_real, d = self._loss(gan.discriminate(self._noisy(real), labels), labels, True, False)
-        gan.discriminator.backward(d)
-        out_fake = gan.discriminate(self._noisy(fake), fake_labels)
-        loss_fake, d = self._loss(out_fake, fake_labels, False, False)
-        gan.discriminator.backward(d)
+        with no_input_grad(gan.discriminator):
+            out_real = gan.discriminate(self._noisy(real), labels)
+            loss_real, d = self._loss(out_real, labels, True, False)
+            gan.discriminator.backward(d)
+            out_fake = gan.discriminate(self._noisy(fake), fake_labels)
+            loss_fake, d = self._loss(out_fake, fake_labels, False, False)
+            gan.discriminator.backward(d)
         self.d_opt.step()
         if gan.clip:
             optim.clip_weights(gan.discriminator, gan.clip)
@@ -144,13 +171,11 @@ class Trainer:
         z, labels = self.sample_inputs(n)
         self.g_opt.zero_grad()
         fake = gan.generate(z, labels)
-        gan.discriminator.requires_grad_(False)  # frozen: input gradients only
-        try:
+        with frozen(gan.discriminator):
             loss, d = self._loss(gan.discriminate(self._noisy(fake), labels), labels, True, True)
             dfake = gan.discriminator.backward(d)
-        finally:
-            gan.discriminator.requires_grad_(True)
-        gan.generator.backward(dfake)
+        with no_input_grad(gan.generator):
+            gan.generator.backward(dfake)
         self.g_opt.step()
         return loss
 

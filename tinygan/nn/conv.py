@@ -191,7 +191,8 @@ class Conv2d(Module):
     lines. Each cols[k, p] is a copy of one input pixel, so its gradient dcols[k, p] =
     sum_f W2[f, k] G2[f, p] flows back to that pixel and adds up over the windows that
     copied it: dx is col2im (the adjoint of the copy) of dcols. A frozen layer
-    (requires_grad_(False)) skips dweight and dbias, one product fewer.
+    (requires_grad_(False)) skips dweight and dbias, one product fewer; after
+    input_grad_(False) (the input is data) dcols and col2im are skipped.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
@@ -246,6 +247,8 @@ class Conv2d(Module):
             self.accumulate_grad("weight", (dout2 @ cols.T).reshape(weight.shape))
             if "bias" in self.params:
                 self.accumulate_grad("bias", dout2.sum(axis=1))
+        if not self.needs_input_grad:
+            return None
         w2 = weight.reshape(self.out_channels, -1)
         dcols = xp.matmul(w2.T, dout2, out=scratch("columns", (w2.shape[1], dout2.shape[1]),
                                                     xp.result_type(w2, dout2)))
@@ -273,7 +276,8 @@ class ConvTranspose2d(Module):
     (cols = W2^T x2 is the Dense rule again, with gradient dcols = im2col(pad(dL/dout))
     because im2col is the adjoint of col2im and padding the adjoint of cropping; then
     dx2 = W2 dcols and dW2 = x2 dcols^T.) The costs mirror Conv2d's exactly: one
-    im2col and two products backward, one product and one col2im forward.
+    im2col and two products backward, one product and one col2im forward. As there,
+    requires_grad_(False) skips dweight and input_grad_(False) skips dx.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
@@ -338,5 +342,7 @@ class ConvTranspose2d(Module):
             self.accumulate_grad("weight", (x2 @ dcols.T).reshape(weight.shape))
             if "bias" in self.params:  # the zero border adds nothing
                 self.accumulate_grad("bias", dpad.reshape(self.out_channels, -1).sum(axis=1))
+        if not self.needs_input_grad:
+            return None
         dx2 = weight.reshape(self.in_channels, -1) @ dcols
         return to_nchw(dx2.reshape(self.in_channels, h, w, n))

@@ -11,6 +11,9 @@ A layer owns three dictionaries of arrays:
 needs; ``backward(dout)`` takes dL/d(output) and returns dL/d(input).
 ``requires_grad_(False)`` freezes a layer: its backward still returns the input
 gradient (the generator step needs it) but skips the parameter gradients.
+``input_grad_(False)`` is the other half: for a network whose input is data or noise,
+nothing upstream learns from dL/dx, so its first layer skips that product and its
+backward returns None (PyTorch skips it likewise for inputs that do not require grad).
 """
 
 from tinygan.backend import xp
@@ -26,6 +29,7 @@ class Module:
         self.cache = None
         self.training = True
         self.requires_grad = True
+        self.needs_input_grad = True
 
     # -- the two methods every layer writes -------------------------------------------
     def forward(self, x):
@@ -77,6 +81,13 @@ class Module:
         """Freeze (False) or unfreeze (True) the parameter gradients of the whole tree."""
         for _, module in self.modules():
             module.requires_grad = flag
+        return self
+
+    def input_grad_(self, flag=True):
+        """Whether backward must return dL/dx. Layers whose dx costs a matrix product
+        (Dense, Conv2d, ConvTranspose2d) skip it when False and return None; others
+        ignore the flag. ``Sequential`` hands it to its first layer."""
+        self.needs_input_grad = flag
         return self
 
     # -- modes and dtype ---------------------------------------------------------------
@@ -176,6 +187,12 @@ class Sequential(Module):
         for layer in reversed(self.layers):
             dout = layer.backward(dout)
         return dout
+
+    def input_grad_(self, flag=True):
+        self.needs_input_grad = flag
+        if self.layers:  # only the first layer's dL/dx leaves the network
+            self.layers[0].input_grad_(flag)
+        return self
 
     def __getitem__(self, i):
         return self.layers[i]
