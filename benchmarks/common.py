@@ -9,6 +9,7 @@ the min and max over runs.
 """
 
 import argparse
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -133,9 +134,9 @@ def machine_info():
     if os.environ.get("OPENBLAS_CORETYPE"):
         info["OPENBLAS_CORETYPE"] = os.environ["OPENBLAS_CORETYPE"]
     if have_torch():
-        import torch
-
-        info["torch"] = torch.__version__
+        # the installed version, without importing torch: the parent would then be
+        # ~200 MB, and Linux starts a child's peak RSS (ru_maxrss) at its parent's size
+        info["torch"] = importlib.metadata.version("torch")
     return info
 
 
