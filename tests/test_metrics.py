@@ -379,3 +379,30 @@ def test_cli_eval_on_an_image_checkpoint(mnist, tmp_path, monkeypatch, capsys):
                                            real, None)
     assert set(scores) == {"fd_features", "fd_logits", "score", "class_accuracy"}
     json.dumps(scores)
+
+
+def test_classifier_training_skips_the_image_gradient_and_restores_it(monkeypatch):
+    """train() needs no dL/d(images): the first conv skips it while training, and the
+    returned model computes it again (for anyone who wants saliency or attacks)."""
+    flags = []
+    first = classifier.Classifier.__init__
+
+    def recording_init(self, *args, **kwargs):
+        first(self, *args, **kwargs)
+        conv, backward = self.body[0], self.body[0].backward
+
+        def recording_backward(dout):
+            dx = backward(dout)
+            flags.append((conv.needs_input_grad, dx is None))
+            return dx
+
+        conv.backward = recording_backward
+
+    monkeypatch.setattr(classifier.Classifier, "__init__", recording_init)
+    rng = np.random.default_rng(9)
+    images = rng.uniform(-1, 1, (64, 1, 28, 28)).astype(np.float32)
+    model = classifier.train(images, np.arange(64) % 10, epochs=1, batch_size=32)
+    assert flags == [(False, True)] * 2
+    model.train()
+    out = model.forward(backend.to_device(images[:4]))
+    assert model.backward(backend.xp.ones_like(out)).shape == (4, 1, 28, 28)
