@@ -131,12 +131,12 @@ def test_discriminator_step_leaves_generator_alone(name, shape):
     assert changed(d_params, snapshot(gan.discriminator)), "D did not learn"
 
 
+def broken_backward(dout):
+    raise RuntimeError("boom")
+
+
 def test_discriminator_is_unfrozen_even_when_the_generator_step_fails():
     gan, trainer = make("gan", (2,))
-
-    def broken_backward(dout):
-        raise RuntimeError("boom")
-
     gan.discriminator.backward = broken_backward
     with pytest.raises(RuntimeError, match="boom"):
         trainer.generator_step(N)
@@ -459,10 +459,6 @@ def test_skipping_input_gradients_changes_no_result(name, shape, monkeypatch):
 
 def test_input_gradients_are_restored_when_the_discriminator_step_fails():
     gan, trainer = make("gan", (2,))
-
-    def broken_backward(dout):
-        raise RuntimeError("boom")
-
     gan.discriminator.backward = broken_backward
     with pytest.raises(RuntimeError, match="boom"):
         trainer.discriminator_step(real_batch(gan, N)[0])

@@ -58,23 +58,23 @@ def decay_scale(step, total, fraction):
 
 
 @contextmanager
+def switched_off(switch):
+    """Within: switch(False); afterwards switch(True), even when an error escapes."""
+    switch(False)
+    try:
+        yield
+    finally:
+        switch(True)
+
+
 def frozen(net):
     """Within: net's backward returns dL/dx but computes no weight gradients."""
-    net.requires_grad_(False)
-    try:
-        yield net
-    finally:
-        net.requires_grad_(True)
+    return switched_off(net.requires_grad_)
 
 
-@contextmanager
 def no_input_grad(net):
     """Within: net's first layer skips dL/dx (its input is data or noise)."""
-    net.input_grad_(False)
-    try:
-        yield net
-    finally:
-        net.input_grad_(True)
+    return switched_off(net.input_grad_)
 
 
 class Trainer:
