@@ -9,6 +9,8 @@ Imports are found with ``ast``, so ``import numpy as np`` inside a function coun
 import ast
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parents[1] / "tinygan"
 
 # Relative to tinygan/. Keep this list short: a module that computes on arrays belongs
@@ -79,3 +81,38 @@ def test_the_lint_sees_imports_in_every_form(tmp_path):
     path.write_text(source)
     found = [(line, name) for line, name in imported_modules(path)]
     assert sorted(found) == [(1, "numpy"), (2, "numpy"), (4, "numpy"), (5, "tinygan")]
+
+
+def xp_attribute_chains(path):
+    """(line, ("lib", "stride_tricks", "as_strided")) for every ``xp.a.b...`` in the file."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            chain, base = [], node
+            while isinstance(base, ast.Attribute):
+                chain.append(base.attr)
+                base = base.value
+            if isinstance(base, ast.Name) and base.id == "xp":
+                yield node.lineno, tuple(reversed(chain))
+
+
+def test_every_xp_name_tinygan_uses_exists_in_cupy():
+    """A NumPy-only function behind ``xp`` would fail only on a GPU. CuPy imports without
+    one, so its namespace can be checked here (skipped when CuPy is not installed)."""
+    try:
+        import cupy
+    except ImportError:
+        pytest.skip("CuPy is not installed")
+    missing, checked = [], set()
+    for path in package_files():
+        for line, chain in xp_attribute_chains(path):
+            checked.add(chain)
+            target = cupy
+            for name in chain:
+                if not hasattr(target, name):
+                    missing.append(f"tinygan/{path.relative_to(PACKAGE).as_posix()}:{line}: "
+                                   f"xp.{'.'.join(chain)}")
+                    break
+                target = getattr(target, name)
+    assert {("matmul",), ("lib", "stride_tricks", "as_strided")} <= checked  # the walk works
+    assert not missing, "not in CuPy:\n" + "\n".join(missing)
