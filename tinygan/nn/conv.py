@@ -176,6 +176,16 @@ def col2im(cols, shape, kernel, stride, padding, out_size):
     return x
 
 
+def row_sums(matrix):
+    """matrix.sum(axis=1), as the product matrix @ 1 with a vector of ones.
+
+    A bias is the weight of an input that is always 1, so its gradient is a product
+    like the weight's: the same BLAS, the same float32 accumulation, every thread.
+    NumPy's own ``sum`` runs on one core and is 3-5x slower on these (F, Ho*Wo*N) rows.
+    """
+    return matrix @ xp.ones(matrix.shape[1], dtype=matrix.dtype)
+
+
 class Conv2d(Module):
     """out = weight * x + bias (cross-correlation, as torch.nn.Conv2d).
 
@@ -183,7 +193,7 @@ class Conv2d(Module):
         out2 = W2 @ cols + bias                  (F, Ho*Wo*N) = (F, Ho, Wo, N) batch last
     Backward, with G2 = dL/dout in the same (F, Ho*Wo*N) layout:
         dweight = G2 @ cols^T                    (F, C*kh*kw) -> (F, C, kh, kw)
-        dbias   = G2.sum(axis=1)                 (F,)
+        dbias   = G2 @ 1 = G2.sum(axis=1)        (F,)
         dcols   = W2^T @ G2                      (C*kh*kw, Ho*Wo*N)
         dx      = col2im(dcols)                  (C, H, W, N) batch last
     out2[f, p] = sum_k W2[f, k] cols[k, p] + bias[f] is the Dense rule with the columns
@@ -246,7 +256,7 @@ class Conv2d(Module):
         if self.requires_grad:
             self.accumulate_grad("weight", (dout2 @ cols.T).reshape(weight.shape))
             if "bias" in self.params:
-                self.accumulate_grad("bias", dout2.sum(axis=1))
+                self.accumulate_grad("bias", row_sums(dout2))
         if not self.needs_input_grad:
             return None
         w2 = weight.reshape(self.out_channels, -1)
@@ -341,7 +351,7 @@ class ConvTranspose2d(Module):
         if self.requires_grad:
             self.accumulate_grad("weight", (x2 @ dcols.T).reshape(weight.shape))
             if "bias" in self.params:  # the zero border adds nothing
-                self.accumulate_grad("bias", dpad.reshape(self.out_channels, -1).sum(axis=1))
+                self.accumulate_grad("bias", row_sums(dpad.reshape(self.out_channels, -1)))
         if not self.needs_input_grad:
             return None
         dx2 = weight.reshape(self.in_channels, -1) @ dcols
