@@ -383,7 +383,15 @@ def test_input_grad_off_skips_dx_but_not_weight_grads(case):
     assert layer.backward(g) is not None
 
 
-def test_sequential_passes_input_grad_to_its_first_layer_only():
+def test_sequential_passes_input_grad_up_to_its_first_layer_with_params():
     net = nn.Sequential(nn.Dense(4, 4), nn.ReLU(), nn.Dense(4, 1))
     net.input_grad_(False)
     assert [m.needs_input_grad for m in net.layers] == [False, True, True]
+    # an MLP discriminator on images: Flatten has nothing to learn, the Dense skips dx
+    net = nn.Sequential(nn.Flatten(), nn.Dense(4, 3), nn.LeakyReLU(0.2), nn.Dense(3, 1))
+    net.input_grad_(False)
+    assert [m.needs_input_grad for m in net.layers] == [False, False, True, True]
+    out = net.forward(backend.to_device(np.ones((2, 1, 2, 2), np.float32)))
+    assert net.backward(xp.ones_like(out)) is None
+    net.input_grad_(True)
+    assert net.backward(xp.ones_like(out)).shape == (2, 1, 2, 2)

@@ -77,7 +77,7 @@ class Recorder:
 
 
 TRAIN_CASES = [("gan", (2,)), ("cgan", (2,)), ("acgan", (2,)), ("wgan", (2,)),
-               ("dcgan", (1, 28, 28)), ("acgan", (1, 28, 28))]
+               ("gan", (1, 28, 28)), ("dcgan", (1, 28, 28)), ("acgan", (1, 28, 28))]
 
 
 def make(name, shape, **tricks):
@@ -405,10 +405,11 @@ def test_g_dropout_is_active_while_training():
 # -- input gradients nobody uses are not computed -------------------------------------------
 
 
-def first_layer(net):
-    """The layer that receives the network's input (inside a conditional wrapper too)."""
+def first_layer_with_params(net):
+    """The first layer with weights on the input's way in (inside a conditional wrapper
+    too): the one whose dL/dx is skipped. An MLP on images starts with Flatten."""
     while hasattr(net, "net") or hasattr(net, "layers"):
-        net = net.net if hasattr(net, "net") else net.layers[0]
+        net = net.net if hasattr(net, "net") else next(m for m in net.layers if m.has_params())
     return net
 
 
@@ -420,7 +421,7 @@ def test_step_skips_only_the_input_gradients_nobody_uses(name, shape):
     real, y = real_batch(gan, batch_size(shape))
     seen = {"D": [], "G": []}
     for tag, net in (("D", gan.discriminator), ("G", gan.generator)):
-        layer = first_layer(net)
+        layer = first_layer_with_params(net)
 
         def recording_backward(dout, layer=layer, backward=layer.backward, tag=tag):
             dx = backward(dout)
@@ -455,6 +456,18 @@ def test_skipping_input_gradients_changes_no_result(name, shape, monkeypatch):
     (losses, g, d), (losses_all, g_all, d_all) = results
     assert losses == losses_all
     assert changed(g, g_all) == set() and changed(d, d_all) == set()
+
+
+def test_a_step_leaves_layers_the_user_froze_frozen():
+    """frozen() and no_input_grad() restore each flag as it was, not to True."""
+    gan, trainer = make("dcgan", (1, 28, 28))
+    gan.discriminator[0].requires_grad_(False)
+    gan.generator[0].requires_grad_(False)
+    gan.generator.input_grad_(False)  # as the step itself does, but for good
+    trainer.step(*real_batch(gan, N_IMAGES))
+    assert not gan.discriminator[0].requires_grad and not gan.generator[0].requires_grad
+    assert not gan.generator[0].needs_input_grad and gan.discriminator[0].needs_input_grad
+    assert sum(not m.requires_grad for _, m in gan.discriminator.modules()) == 1
 
 
 def test_input_gradients_are_restored_when_the_discriminator_step_fails():

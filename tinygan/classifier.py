@@ -30,7 +30,6 @@ import zipfile
 import numpy as np
 
 from tinygan import backend, checkpoint, data, losses, nn, optim
-from tinygan.train import no_input_grad
 
 CHANNELS = (32, 64)  # feature maps at 28x28 -> 14x14, and at 14x14 -> 7x7
 HIDDEN = 128  # width of the penultimate (feature) layer
@@ -68,6 +67,11 @@ class Classifier(nn.Module):
 
     def backward(self, dout):
         return self.body.backward(self.head.backward(dout))
+
+    def input_grad_(self, flag=True):
+        self.needs_input_grad = flag
+        self.body.input_grad_(flag)  # the images enter through the body
+        return self
 
     def predict(self, images):
         """(features, logits) of host images (N, 1, 28, 28), as float64 host arrays.
@@ -137,7 +141,7 @@ def train(images, labels, epochs, seed=0, batch_size=BATCH_SIZE, lr=LR, log=None
             opt.lr = cosine_lr(lr, step, total)
             opt.zero_grad()
             loss, dlogits = losses.cross_entropy(model.forward(x), y)
-            with no_input_grad(model.body):  # nothing learns from dL/d(images)
+            with nn.no_input_grad(model):  # nothing learns from dL/d(images)
                 model.backward(dlogits)
             opt.step()
             loss_sum += float(loss)

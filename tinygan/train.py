@@ -10,18 +10,18 @@ The G step back-propagates through D to reach G's output, but D is *frozen* for 
 (``requires_grad_(False)``): D's backward returns dL/dx without computing or touching
 its own weight gradients, and D's optimizer does not step. Conversely, in the D step
 D's input is data (real, or fakes made without gradient) and G's input is noise in
-both: nothing learns from those input gradients, so their first layers skip them
-(``input_grad_(False)``).
+both: nothing learns from those input gradients, so the networks skip them
+(``no_input_grad``; conditional networks still compute theirs for the embedding).
 
 The families differ only in the losses below (a small table), their networks and
 their schedule (n_critic, weight clipping); this file does not branch on the family.
 """
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from tinygan import backend, losses, optim
 from tinygan.backend import xp
+from tinygan.nn import frozen, no_input_grad
 
 
 @dataclass
@@ -55,26 +55,6 @@ def decay_scale(step, total, fraction):
     if decay_steps <= 0:
         return 1.0
     return min(1.0, (total - step) / decay_steps)
-
-
-@contextmanager
-def switched_off(switch):
-    """Within: switch(False); afterwards switch(True), even when an error escapes."""
-    switch(False)
-    try:
-        yield
-    finally:
-        switch(True)
-
-
-def frozen(net):
-    """Within: net's backward returns dL/dx but computes no weight gradients."""
-    return switched_off(net.requires_grad_)
-
-
-def no_input_grad(net):
-    """Within: net's first layer skips dL/dx (its input is data or noise)."""
-    return switched_off(net.input_grad_)
 
 
 class Trainer:

@@ -12,9 +12,14 @@ needs; ``backward(dout)`` takes dL/d(output) and returns dL/d(input).
 ``requires_grad_(False)`` freezes a layer: its backward still returns the input
 gradient (the generator step needs it) but skips the parameter gradients.
 ``input_grad_(False)`` is the other half: for a network whose input is data or noise,
-nothing upstream learns from dL/dx, so its first layer skips that product and its
-backward returns None (PyTorch skips it likewise for inputs that do not require grad).
+nothing upstream learns from dL/dx, so its first layer with parameters skips that
+product and the network's backward returns None (PyTorch skips it likewise for inputs
+that do not require grad). Conditional networks keep it: their first layer's dL/dh
+also feeds the label embedding. ``frozen(net)`` and ``no_input_grad(net)`` apply the two
+switches for the length of a ``with`` block.
 """
+
+from contextlib import contextmanager
 
 from tinygan.backend import xp
 
@@ -86,9 +91,12 @@ class Module:
     def input_grad_(self, flag=True):
         """Whether backward must return dL/dx. Layers whose dx costs a matrix product
         (Dense, Conv2d, ConvTranspose2d) skip it when False and return None; others
-        ignore the flag. ``Sequential`` hands it to its first layer."""
+        ignore the flag. ``Sequential`` hands it on (see there)."""
         self.needs_input_grad = flag
         return self
+
+    def has_params(self):
+        return any(True for _ in self.parameters())
 
     # -- modes and dtype ---------------------------------------------------------------
     def train(self, mode=True):
@@ -186,12 +194,19 @@ class Sequential(Module):
     def backward(self, dout):
         for layer in reversed(self.layers):
             dout = layer.backward(dout)
+            if dout is None:  # it skipped dL/dx: the layers before it have no params
+                return None
         return dout
 
     def input_grad_(self, flag=True):
+        """dL/dx leaves the network through its layers up to the first one with
+        parameters; when no dL/dx is wanted, that layer skips it and those before it
+        (Flatten, say) have nothing to learn, so backward stops there."""
         self.needs_input_grad = flag
-        if self.layers:  # only the first layer's dL/dx leaves the network
-            self.layers[0].input_grad_(flag)
+        for layer in self.layers:
+            layer.input_grad_(flag)
+            if layer.has_params():
+                break
         return self
 
     def __getitem__(self, i):
@@ -203,3 +218,26 @@ class Sequential(Module):
     def __repr__(self):
         inner = "\n".join(f"  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
         return f"Sequential(\n{inner}\n)"
+
+
+@contextmanager
+def _switched_off(net, flag, switch_off):
+    """Within: switch_off(); afterwards every module's ``flag`` is as it was, even when
+    an error escapes (a sub-layer the user froze stays frozen)."""
+    saved = [(module, getattr(module, flag)) for _, module in net.modules()]
+    switch_off()
+    try:
+        yield net
+    finally:
+        for module, value in saved:
+            setattr(module, flag, value)
+
+
+def frozen(net):
+    """Within the block: net's backward returns dL/dx but computes no weight gradients."""
+    return _switched_off(net, "requires_grad", lambda: net.requires_grad_(False))
+
+
+def no_input_grad(net):
+    """Within the block: net's backward skips dL/dx (its input is data or noise)."""
+    return _switched_off(net, "needs_input_grad", lambda: net.input_grad_(False))
