@@ -16,6 +16,7 @@ the per-round ratios).
 
 import argparse
 import json
+import resource
 import sys
 from pathlib import Path
 
@@ -52,9 +53,15 @@ def worker(spec):
 
         trainer = Trainer(build(model, (1, 28, 28)))
         real = backend.to_device(host)
-    times = common.time_calls(lambda: trainer.step(real), spec["steps"], spec["warmup"],
-                              common.synchronizer(spec))
-    common.reply({"times": times, "median": float(np.median(times))})
+    sync = common.synchronizer(spec)
+    common.time_calls(lambda: trainer.step(real), 0, spec["warmup"], sync)
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    times = common.time_calls(lambda: trainer.step(real), spec["steps"], 0, sync)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    # page faults and kernel time per timed step: what the C allocator costs each program
+    common.reply({"times": times, "median": float(np.median(times)),
+                  "minor_faults_per_step": (after.ru_minflt - before.ru_minflt) / len(times),
+                  "kernel_seconds_per_step": (after.ru_stime - before.ru_stime) / len(times)})
 
 
 def main(argv=None):
@@ -76,8 +83,13 @@ def main(argv=None):
                               steps=steps_for(batch), warmup=args.warmup) for p in programs]
                 replies = common.alternate(SCRIPT, specs, t, args.rounds)
                 runs = {p: [r["median"] for r in rs] for p, rs in zip(programs, replies)}
+                faults = {p: [r["minor_faults_per_step"] for r in rs]
+                          for p, rs in zip(programs, replies)}
+                kernel = {p: [r["kernel_seconds_per_step"] for r in rs]
+                          for p, rs in zip(programs, replies)}
                 entry = dict(model=model, batch=batch, threads=t, backend=args.backend,
-                             runs=runs, stats={p: common.stats(v) for p, v in runs.items()})
+                             runs=runs, stats={p: common.stats(v) for p, v in runs.items()},
+                             minor_faults_per_step=faults, kernel_seconds_per_step=kernel)
                 row = [model, batch, t]
                 for p in programs:
                     s = entry["stats"][p]
