@@ -132,8 +132,8 @@ def keep_freed_memory():
     A training step allocates and frees the same large arrays every time (activations,
     their gradients, temporaries: 3.2 MB each in a DCGAN at batch 64). glibc's malloc
     serves such sizes with fresh mmap()s or shrinks its heap once they are freed, so
-    each new array is page-faulted in again, 4 KiB at a time: ~3,400 faults and 4 ms of
-    kernel time per 120 ms DCGAN step. Two ``mallopt`` settings stop that: requests
+    each new array is page-faulted in again, 4 KiB at a time: 3,400-3,800 faults and
+    4 ms of kernel time per 120 ms DCGAN step. Two ``mallopt`` settings stop that: requests
     below 32 MiB come from the heap (M_MMAP_THRESHOLD), and the heap gives back its free
     top only beyond 1 GiB (M_TRIM_THRESHOLD), so freed arrays are reused without faults.
     The cost: the process keeps its peak heap after training instead of shrinking.
