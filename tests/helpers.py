@@ -47,3 +47,13 @@ def assert_close(actual, expected, tol, what="", floor=0.0):
     """Fail with the relative error in the message unless it is below ``tol``."""
     err = rel_error(actual, expected, floor)
     assert err < tol, f"{what}: relative error {err:.3g} >= {tol:g}"
+
+
+def cupy_works():
+    """Whether CuPy is installed *and* sees a GPU (CuPy imports without one)."""
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False

@@ -14,21 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import host_rng
+from helpers import cupy_works, host_rng
 
 from tinygan import backend, nn
 from tinygan.backend import xp
 from tinygan.nn import activations
-
-
-def cupy_works():
-    try:
-        import cupy
-
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:
-        return False
-
 
 needs_cupy = pytest.mark.skipif(not cupy_works(), reason="CuPy with a visible GPU not available")
 

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import cupy_works
 from http_server import closed_port_url
 
 from tinygan import cli, data
@@ -244,16 +245,7 @@ def test_bad_sample_labels(tmp_path, capsys):
                           match="--label must be in [0, 8), got 8")
 
 
-def gpu_visible():
-    try:
-        import cupy
-
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:
-        return False
-
-
-@pytest.mark.skipif(gpu_visible(), reason="CuPy runs on a GPU here")
+@pytest.mark.skipif(cupy_works(), reason="CuPy runs on a GPU here")
 def test_unavailable_backend(tmp_path, capsys):
     """Without CuPy, or with CuPy but no GPU (as in CI), --backend cupy says which."""
     if importlib.util.find_spec("cupy") is None:

@@ -21,20 +21,11 @@ import warnings
 
 import numpy as np
 import pytest
+from helpers import cupy_works
 
 from tinygan import backend
 from tinygan.models import FAMILIES, build
 from tinygan.train import Trainer
-
-
-def cupy_works():
-    try:
-        import cupy
-
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:
-        return False
-
 
 pytestmark = [pytest.mark.cupy,
               pytest.mark.skipif(not cupy_works(), reason="CuPy with a visible GPU not available")]
