@@ -35,7 +35,7 @@ steps_per_epoch = len(images) // args.batch_size
 total = args.steps or (args.epochs * steps_per_epoch if args.epochs else 1500)
 
 # MLPs (G: [z, e(y)] -> 256 -> 512 -> 1024 -> 784 -> tanh; D: [x, e(y)] -> 512 -> 256 -> 1)
-# wrapped in ConditionalGenerator / ConditionalDiscriminator, which do the concatenation
+# each wrapped in a models.Conditional, which does the concatenation
 # forward and split the gradient back to the image and the embedding in backward.
 gan = models.build("cgan", data_shape=images.shape[1:], num_classes=10)
 trainer = Trainer(gan)

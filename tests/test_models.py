@@ -24,7 +24,7 @@ def labels(n=N, k=K):
 
 def last_layer(network):
     """The final layer of D's Sequential (inside the conditional wrapper for cgan)."""
-    net = network.net if isinstance(network, models.ConditionalDiscriminator) else network
+    net = network.net if isinstance(network, models.Conditional) else network
     assert isinstance(net, nn.Sequential)
     return net[len(net) - 1]
 
@@ -154,7 +154,7 @@ class WithLabels(nn.Module):
 def test_conditional_generator_gradients():
     rng = host_rng(1)
     # z_dim 3 and embed_dim 2: the net sees 5 inputs
-    g = models.ConditionalGenerator(nn.Sequential(nn.Dense(3 + 2, 4), nn.Tanh()), 4, 2)
+    g = models.Conditional(nn.Sequential(nn.Dense(3 + 2, 4), nn.Tanh()), 4, 2)
     errors = gradcheck(WithLabels(g, backend.to_device(np.array([0, 3, 1, 3]))), randn(rng, 4, 3))
     assert set(errors) == {"input", "wrapped.embed.weight", "wrapped.net.0.weight",
                            "wrapped.net.0.bias"}
@@ -163,7 +163,7 @@ def test_conditional_generator_gradients():
 
 def test_conditional_discriminator_gradients():
     rng = host_rng(2)
-    d = models.ConditionalDiscriminator(nn.Sequential(nn.Dense(2 * 3 * 3 + 2, 1)), 3, 2)
+    d = models.Conditional(nn.Sequential(nn.Dense(2 * 3 * 3 + 2, 1)), 3, 2)
     errors = gradcheck(WithLabels(d, backend.to_device(np.array([2, 0, 1]))),
                        randn(rng, 3, 2, 3, 3))
     assert set(errors) == {"input", "wrapped.embed.weight", "wrapped.net.0.weight",

@@ -60,15 +60,21 @@ def save_npz_atomic(path, arrays, meta):
         raise
 
 
+def read_npz(path, what):
+    """{name: array} of the .npz file at ``path``, read without pickles; a one-line
+    CheckpointError naming ``what`` the file should be when it is damaged or not an .npz."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+        raise CheckpointError(f"{what} {path} is not a readable .npz file ({err})") from None
+
+
 def load(path):
     """Read a checkpoint: returns (states: {group: {name: array}}, meta: dict)."""
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise CheckpointError(f"checkpoint {path} is not a readable .npz file ({err})") from None
+    arrays = read_npz(path, "checkpoint")
     if "meta" not in arrays:
         raise CheckpointError(f"checkpoint {path} has no 'meta' entry: not a tinygan checkpoint")
     meta = json.loads(str(arrays.pop("meta")))

@@ -25,7 +25,6 @@ import math
 import os
 import sys
 import time
-import zipfile
 
 import numpy as np
 
@@ -172,11 +171,7 @@ def load(path):
     path = str(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"classifier {path} does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise ValueError(f"classifier {path} is not a readable .npz file ({err})") from None
+    arrays = checkpoint.read_npz(path, "classifier")
     meta = json.loads(str(arrays.pop("meta", "{}")))
     if meta.get("kind") != "tinygan-classifier":
         raise ValueError(f"{path} is not a tinygan classifier (train one with "

@@ -24,42 +24,17 @@ FAMILIES = ("gan", "dcgan", "cgan", "acgan", "wgan")
 # --- conditioning: networks that take (input, label) --------------------------------
 
 
-class ConditionalGenerator(nn.Module):
-    """G(z, y) = net([z, e(y)]): the label y, through an Embedding e(y), joins the noise z.
+class Conditional(nn.Module):
+    """net([flatten(x), e(y)]): the label y, through an Embedding e(y), joins the input x.
 
-    Mirza & Osindero 2014 for CGAN; Odena et al. 2016 likewise feed AC-GAN's G the noise
-    and the class side by side. h = [z, e(y)] has shape (N, z_dim + embed_dim).
+    As a generator, G(z, y) = net([z, e(y)]) (Mirza & Osindero 2014 for CGAN; Odena et
+    al. 2016 likewise feed AC-GAN's G the noise and the class side by side); as a
+    discriminator, D(x, y) = net([flatten(x), e(y)]). h = [flatten(x), e(y)] has shape
+    (N, D + embed_dim), with D = x's size per sample (z_dim for the noise).
     Backward: the gradient of a concatenation is a split,
-      dL/dz = dL/dh[:, :z_dim],   dL/de = dL/dh[:, z_dim:]
+      dL/dx = dL/dh[:, :D].reshape(x.shape),   dL/de = dL/dh[:, D:]
     dL/de goes on into the Embedding (which has no input gradient: y is an integer),
-    and backward returns dL/dz.
-    """
-
-    def __init__(self, net, num_classes, embed_dim):
-        super().__init__()
-        self.embed = nn.Embedding(num_classes, embed_dim)
-        self.net = net
-
-    def children(self):
-        return [("embed", self.embed), ("net", self.net)]
-
-    def forward(self, inputs):
-        z, y = inputs
-        self.cache = z.shape[1]
-        return self.net.forward(xp.concatenate([z, self.embed.forward(y)], axis=1))
-
-    def backward(self, dout):
-        z_dim = self.cache
-        dh = self.net.backward(dout)
-        self.embed.backward(dh[:, z_dim:])
-        return dh[:, :z_dim]
-
-
-class ConditionalDiscriminator(nn.Module):
-    """D(x, y) = net([flatten(x), e(y)]) (Mirza & Osindero 2014).
-
-    Backward: the gradient of a concatenation is a split, so
-      dL/dx = dL/dh[:, :D].reshape(x.shape),  dL/de = dL/dh[:, D:]  -> into the Embedding.
+    and backward returns dL/dx.
     """
 
     def __init__(self, net, num_classes, embed_dim):
@@ -72,8 +47,8 @@ class ConditionalDiscriminator(nn.Module):
 
     def forward(self, inputs):
         x, y = inputs
-        flat = x.reshape(x.shape[0], -1)
         self.cache = x.shape
+        flat = x.reshape(x.shape[0], -1)
         return self.net.forward(xp.concatenate([flat, self.embed.forward(y)], axis=1))
 
     def backward(self, dout):
@@ -244,8 +219,8 @@ def build(name, data_shape, num_classes=10, z_dim=None, g_dropout=0.0):
         embed = num_classes
         g_net, d_net = mlp_networks(data_shape, z_dim, g_in=z_dim + embed,
                                     d_in=math.prod(data_shape) + embed, g_dropout=g_dropout)
-        g = ConditionalGenerator(g_net, num_classes, embed)
-        d = ConditionalDiscriminator(d_net, num_classes, embed)
+        g = Conditional(g_net, num_classes, embed)
+        d = Conditional(d_net, num_classes, embed)
     else:  # acgan: G([z, e(y)]); D's last Dense has 1 + K outputs: the two heads side by side
         # (G(z * e(y)), as some ports do, conditions only the per-dimension scale of z, since
         # z is symmetric: after 30 MNIST epochs 71% of its samples were of their class; with
@@ -253,7 +228,7 @@ def build(name, data_shape, num_classes=10, z_dim=None, g_dropout=0.0):
         make = dcgan_networks if convolutional else mlp_networks
         g_net, d = make(data_shape, z_dim, g_in=z_dim + num_classes, d_out=1 + num_classes,
                         g_dropout=g_dropout)
-        g = ConditionalGenerator(g_net, num_classes, num_classes)
+        g = Conditional(g_net, num_classes, num_classes)
 
     gan = GAN(generator=g, discriminator=d, num_classes=num_classes, **common)
     gan.conditional_g = name in ("cgan", "acgan")
