@@ -137,16 +137,127 @@ def test_output_padding_must_be_between_zero_and_stride(stride, output_padding):
 
 
 def test_dropout_probability_out_of_range():
-    for p in (-0.1, 1.0, 1.5):
-        with raises_one_line(ValueError, "Dropout", "[0, 1)"):
+    for p in (-0.1, 1.5):
+        with raises_one_line(ValueError, "Dropout", "[0, 1]"):
             nn.Dropout(p)
 
 
 @pytest.mark.parametrize("cls", [optim.SGD, optim.Adam, optim.RMSprop])
-def test_optimizer_learning_rate_must_be_positive(cls):
-    for lr in (0.0, -1e-3):
-        with raises_one_line(ValueError, cls.__name__, "learning rate"):
+def test_optimizer_learning_rate_must_not_be_negative(cls):
+    """As torch: lr < 0 is refused, lr = 0 is allowed (the optimizer then changes nothing)."""
+    for lr in (-1e-3, "0.1", None):
+        with raises_one_line(ValueError, cls.__name__, "lr", ">= 0"):
             cls(nn.Dense(2, 2), lr=lr)
+    cls(nn.Dense(2, 2), lr=0.0)
+
+
+BAD_OPTIMIZER_ARGUMENTS = [
+    # (optimizer, keyword arguments, fragments of the message), each refused by torch too
+    (optim.SGD, dict(momentum=-0.5), ["SGD", "momentum", ">= 0", "-0.5"]),
+    (optim.SGD, dict(weight_decay=-1e-4), ["SGD", "weight_decay", ">= 0"]),
+    (optim.Adam, dict(betas=(1.0, 0.999)), ["Adam", "betas[0]", "[0, 1)", "1.0"]),
+    (optim.Adam, dict(betas=(0.9, 1.5)), ["Adam", "betas[1]", "[0, 1)", "1.5"]),
+    (optim.Adam, dict(betas=(0.9,)), ["Adam", "betas", "pair"]),
+    (optim.Adam, dict(eps=-1e-3), ["Adam", "eps", ">= 0"]),
+    (optim.RMSprop, dict(alpha=-0.1), ["RMSprop", "alpha", ">= 0"]),
+    (optim.RMSprop, dict(momentum=-1), ["RMSprop", "momentum", ">= 0"]),
+]
+
+
+@pytest.mark.parametrize("cls, kwargs, fragments", BAD_OPTIMIZER_ARGUMENTS,
+                         ids=[f"{c.__name__}-{list(k)[0]}" for c, k, _ in BAD_OPTIMIZER_ARGUMENTS])
+def test_bad_optimizer_arguments(cls, kwargs, fragments):
+    with raises_one_line(ValueError, *fragments):
+        cls(nn.Dense(2, 2), lr=1e-3, **kwargs)
+
+
+def test_clip_value_must_not_be_negative():
+    with raises_one_line(ValueError, "clip_weights", "clip_value", ">= 0"):
+        optim.clip_weights(nn.Dense(2, 2), -0.01)
+
+
+def test_optimizer_state_from_another_model_is_refused():
+    """Names and shapes are checked before anything changes, as Module.load_state_dict's."""
+    rng = host_rng(3)
+    trained = optim.Adam(nn.Sequential(nn.Dense(3, 4), nn.Dense(4, 2)), lr=1e-3)
+    for _, module, key in trained.entries:
+        module.grads[key] = backend.to_device(rng.standard_normal(module.params[key].shape))
+    trained.step()
+    state = trained.state_dict()
+    wider = optim.Adam(nn.Sequential(nn.Dense(3, 5), nn.Dense(5, 2)), lr=1e-3)
+    with raises_one_line(ValueError, "Adam.load_state_dict", "'0.weight/exp_avg'", "(4, 3)",
+                         "(5, 3)"):
+        wider.load_state_dict(state)
+    assert wider.state == {} and wider.step_count == 0  # nothing half-loaded
+    other = optim.Adam(nn.Dense(3, 4), lr=1e-3)
+    with raises_one_line(KeyError, "Adam.load_state_dict", "'0.weight/exp_avg'", "weight"):
+        other.load_state_dict(state)
+    with raises_one_line(KeyError, "Adam.load_state_dict", "step_count"):
+        other.load_state_dict({})
+
+
+@pytest.mark.parametrize("make, fragments", [
+    (lambda: nn.Dense(-1, 3), ["Dense", "in_features", "positive int", "-1"]),
+    (lambda: nn.Dense(3, 2.0), ["Dense", "out_features", "2.0"]),
+    (lambda: nn.Conv2d(0, 3, 3), ["Conv2d", "in_channels", "0"]),
+    (lambda: nn.ConvTranspose2d(2, -3, 3), ["ConvTranspose2d", "out_channels", "-3"]),
+    (lambda: nn.BatchNorm2d(0), ["BatchNorm2d", "num_features", "0"]),
+    (lambda: nn.BatchNorm1d(3, momentum=1.5), ["BatchNorm1d", "momentum", "1.5"]),
+    (lambda: nn.Embedding(10, 0), ["Embedding", "embedding_dim", "0"]),
+    (lambda: nn.Reshape(-1, 2), ["Reshape", "positive int", "-1"]),
+    (lambda: nn.Reshape(), ["Reshape", "shape after N"]),
+], ids=["dense-in", "dense-float", "conv", "convT", "bn2d", "bn-momentum", "embedding",
+        "reshape-minus-one", "reshape-empty"])
+def test_bad_layer_sizes(make, fragments):
+    with raises_one_line(ValueError, *fragments):
+        make()
+
+
+def test_conv_bias_is_keyword_only():
+    """torch's 6th positional argument of Conv2d is dilation (7th of ConvTranspose2d:
+    groups); tinygan has neither, so a positional bias is refused instead of misread."""
+    with pytest.raises(TypeError):
+        nn.Conv2d(1, 8, 4, 2, 1, False)
+    with pytest.raises(TypeError):
+        nn.ConvTranspose2d(8, 1, 4, 2, 1, 0, False)
+    assert "bias" not in nn.Conv2d(1, 8, 4, 2, 1, bias=False).params
+
+
+def test_layers_given_a_list_name_what_they_expected():
+    with raises_one_line(TypeError, "Dense(3, 2", "expected an array", "list"):
+        nn.Dense(3, 2).forward([[1.0, 2.0, 3.0]])
+    with raises_one_line(TypeError, "Embedding(5, 3)", "integer array", "list"):
+        nn.Embedding(5, 3).forward([0, 1])
+
+
+# -- one instance in two places ----------------------------------------------------------
+
+def test_sequential_refuses_a_layer_instance_used_twice():
+    """A layer keeps one forward cache for its backward: a second use would overwrite the
+    first's and give wrong gradients silently. torch allows it (its autograd keeps every
+    use); here it is refused when the network is built."""
+    act = nn.LeakyReLU(0.2)
+    with raises_one_line(ValueError, "Sequential", "layer 3", "LeakyReLU", "layer 1"):
+        nn.Sequential(nn.Dense(4, 4), act, nn.Dense(4, 4), act)
+    dense = nn.Dense(3, 3)
+    with raises_one_line(ValueError, "Sequential", "layer 1", "Dense", "layer 0"):
+        nn.Sequential(nn.Sequential(dense, nn.Tanh()), dense)
+    with raises_one_line(TypeError, "Sequential", "layer 1", "function"):
+        nn.Sequential(nn.Dense(3, 3), lambda x: x)
+
+
+def test_a_module_shared_outside_sequential_is_trained_once():
+    """As torch's parameters(): a module reached twice in the tree counts once."""
+
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = self.b = nn.Dense(2, 2)
+
+        def children(self):
+            return [("a", self.a), ("b", self.b)]
+
+    assert [name for name, _, _ in Tied().parameters()] == ["a.weight", "a.bias"]
 
 
 # -- Embedding indices -------------------------------------------------------------------
@@ -187,6 +298,22 @@ def test_cross_entropy_mismatched_shapes(logits_shape, labels_shape):
 def test_cross_entropy_rejects_non_integer_labels():
     with raises_one_line(ValueError, "cross_entropy", "integer"):
         losses.cross_entropy(device_zeros(3, 4), device_zeros(3))
+
+
+@pytest.mark.skipif(backend.name() != "numpy", reason="range is checked on NumPy only (a "
+                    "check on CuPy would sync the GPU every step)")
+@pytest.mark.parametrize("bad", [-1, 4])
+def test_cross_entropy_rejects_out_of_range_labels(bad):
+    """-1 would silently read class K-1 (NumPy's negative index); torch refuses both."""
+    labels = backend.to_device(np.array([0, 1, bad]))
+    with raises_one_line(ValueError, "cross_entropy", "[0, 4)", str(bad)):
+        losses.cross_entropy(device_zeros(3, 4), labels)
+
+
+def test_bce_with_logits_rejects_integer_logits():
+    """The target would be cast to the logits' integer dtype: 0.5 would become 0."""
+    with raises_one_line(ValueError, "bce_with_logits", "floating-point", "int64"):
+        losses.bce_with_logits(backend.to_device(np.array([1, 2])), 0.5)
 
 
 # -- state dicts -------------------------------------------------------------------------

@@ -317,6 +317,22 @@ def test_gradcheck_leaves_input_unchanged():
     np.testing.assert_array_equal(backend.to_host(x), before)
 
 
+def test_gradcheck_leaves_running_statistics_unchanged():
+    """Its hundreds of training-mode forwards would otherwise move BatchNorm's buffers."""
+    layer = nn.Sequential(nn.Dense(3, 4), nn.BatchNorm1d(4)).astype(xp.float64)
+    before = {k: backend.to_host(v).copy() for k, v in layer.state_dict().items()}
+    gradcheck(layer, randn(host_rng(4), 5, 3) + 2.0)
+    after = {k: backend.to_host(v) for k, v in layer.state_dict().items()}
+    for name in ("1.running_mean", "1.running_var", "1.num_batches_tracked"):
+        np.testing.assert_array_equal(after[name], before[name], err_msg=name)
+
+
+def test_gradcheck_says_when_the_input_gradient_is_switched_off():
+    layer = nn.Dense(3, 2).input_grad_(False)
+    with pytest.raises(ValueError, match=r"input_grad_\(True\)"):
+        gradcheck(layer, randn(host_rng(5), 2, 3))
+
+
 def test_grads_accumulate_until_zero_grad():
     rng = host_rng(3)
     layer = nn.Sequential(nn.Conv2d(2, 3, 2), nn.BatchNorm2d(3), nn.Flatten(), nn.Dense(12, 2))

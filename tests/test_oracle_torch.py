@@ -163,7 +163,7 @@ BATCHNORM_CASES = [
 
 
 @pytest.mark.parametrize("ours_cls, torch_cls, shape", BATCHNORM_CASES)
-@pytest.mark.parametrize("eps, momentum", [(1e-5, 0.1), (1e-3, 0.5)])
+@pytest.mark.parametrize("eps, momentum", [(1e-5, 0.1), (1e-3, 0.5), (1e-5, None)])
 def test_batchnorm_training_and_running_statistics_match_torch(
         ours_cls, torch_cls, shape, eps, momentum):
     rng = host_rng(len(shape))
@@ -218,6 +218,16 @@ def test_stateless_layers_match_torch(ours_factory, torch_factory, training):
     check_layer(ours, theirs, edge_values(host_rng(9), shape))
 
 
+def test_relu_of_infinities_matches_torch():
+    """max(x, 0), not x * [x > 0], which gives NaN at -inf."""
+    x = np.array([[-np.inf, -1.0, 0.0, 2.0, np.inf]])
+    layer = nn.ReLU()
+    y = backend.to_host(layer.forward(backend.to_device(x)))
+    np.testing.assert_array_equal(y, torch.relu(torch.from_numpy(x)).numpy())  # [0 0 0 2 inf]
+    dx = backend.to_host(layer.backward(backend.to_device(np.full_like(x, 3.0))))
+    np.testing.assert_array_equal(dx, [[0.0, 0.0, 0.0, 3.0, 3.0]])
+
+
 def test_sigmoid_does_not_overflow_like_torch():
     x = np.array([[-1000.0, -50.0, 0.0, 50.0, 1000.0]])
     check_layer(nn.Sigmoid(), torch.nn.Sigmoid(), x)
@@ -247,6 +257,16 @@ def test_dropout_matches_torch(p):
     sd = math.sqrt(p * (1 - p) / x.size)
     for fraction in (kept.mean(), kept_torch.mean()):
         assert abs(fraction - (1 - p)) <= 5 * sd + 1e-12
+
+
+def test_dropout_of_everything_matches_torch():
+    """p = 1 drops every value, in both passes (torch allows it too)."""
+    x = host_rng(13).standard_normal((4, 5))
+    layer = nn.Dropout(1.0)
+    y = backend.to_host(layer.forward(backend.to_device(x)))
+    dx = backend.to_host(layer.backward(backend.to_device(np.ones_like(x))))
+    np.testing.assert_array_equal(y, torch.nn.Dropout(1.0)(torch.from_numpy(x)).numpy())
+    assert not y.any() and not dx.any()
 
 
 def test_embedding_matches_torch():
@@ -428,6 +448,11 @@ OPTIMIZER_CASES = {
     "sgd_momentum": (optim.SGD, torch.optim.SGD, dict(lr=0.05, momentum=0.9)),
     "sgd_momentum_decay": (optim.SGD, torch.optim.SGD,
                            dict(lr=0.05, momentum=0.5, weight_decay=0.01)),
+    "sgd_dampening": (optim.SGD, torch.optim.SGD, dict(lr=0.05, momentum=0.9, dampening=0.3)),
+    "sgd_nesterov": (optim.SGD, torch.optim.SGD,
+                     dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01)),
+    "sgd_default_lr": (optim.SGD, torch.optim.SGD, {}),
+    "rmsprop_default_lr": (optim.RMSprop, torch.optim.RMSprop, {}),
     "adam": (optim.Adam, torch.optim.Adam, dict(lr=1e-3)),
     "adam_dcgan": (optim.Adam, torch.optim.Adam, dict(lr=2e-4, betas=(0.5, 0.999))),
     "adam_decay": (optim.Adam, torch.optim.Adam,
@@ -464,6 +489,21 @@ def test_optimizer_matches_torch(case):
         opt.step()
         opt_torch.step()
         assert_params_match(ours, theirs, f"{case} after step {step + 1}")
+
+
+@pytest.mark.parametrize("ours_cls, torch_cls", [(optim.SGD, torch.optim.SGD),
+                                               (optim.Adam, torch.optim.Adam),
+                                               (optim.RMSprop, torch.optim.RMSprop)])
+def test_optimizer_arguments_come_in_torchs_order_with_its_defaults(ours_cls, torch_cls):
+    """So that a positional call (SGD(net, 0.1, 0.9)) means the same in both; tinygan's
+    arguments are a prefix of torch's (it has no amsgrad, centered, maximize, ...)."""
+    import inspect
+
+    ours = list(inspect.signature(ours_cls).parameters.values())[1:]  # after the module
+    theirs = list(inspect.signature(torch_cls).parameters.values())[1:]  # after params
+    assert [p.name for p in ours] == [p.name for p in theirs[: len(ours)]]
+    for p, q in zip(ours, theirs, strict=False):
+        assert p.default == q.default, (p.name, p.default, q.default)
 
 
 @pytest.mark.parametrize("case", ["sgd_momentum", "adam", "rmsprop_momentum"])

@@ -28,6 +28,13 @@ def positive_int(text):
     return value
 
 
+def positive_float(text):
+    value = float(text)
+    if not value > 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
 def probability(text):
     value = float(text)
     if not 0 <= value < 1:
@@ -53,7 +60,7 @@ def add_train_parser(sub):
     length.add_argument("--epochs", type=positive_int)
     length.add_argument("--steps", type=positive_int)
     p.add_argument("--batch-size", type=positive_int)
-    p.add_argument("--lr", type=float, help="learning rate of both networks (default: the model's)")
+    p.add_argument("--lr", type=positive_float, help="learning rate of both networks (default: the model's)")
     p.add_argument("--lr-decay", type=fraction, metavar="FRACTION",
                    help="lower the learning rate linearly to 0 over this last share of the run "
                         "(default: 0.5 for 2-D data, 0 for images)")

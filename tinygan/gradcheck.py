@@ -57,8 +57,19 @@ def gradcheck(layer, x, h=1e-6):
     Embedding indices, are left alone and get no input check). Randomness (Dropout)
     is replayed identically on every forward by restoring the generator state.
     Returns {"input": err, "weight": err, ...}: the relative error of each gradient.
+    The many forward passes leave the buffers (BatchNorm's running statistics) as
+    they were before the check, in float64.
     """
     layer.astype(xp.float64)
+    saved = [(module, dict(module.buffers)) for _, module in layer.modules()]
+    try:
+        return _gradcheck(layer, x, h)
+    finally:  # buffers are replaced, never updated in place, so keeping the old arrays suffices
+        for module, buffers in saved:
+            module.buffers = buffers
+
+
+def _gradcheck(layer, x, h):
     x = xp.asarray(x)
     check_input = xp.issubdtype(x.dtype, xp.floating)
     if check_input:
@@ -78,6 +89,9 @@ def gradcheck(layer, x, h=1e-6):
     dx = layer.backward(upstream)
     pairs = {}  # name -> (analytic, numeric)
     if check_input:
+        if dx is None:
+            raise ValueError(f"gradcheck: {type(layer).__name__} skips its input gradient "
+                             "(input_grad_(False)); call input_grad_(True) to check it")
         pairs["input"] = (dx, numeric_gradient(loss, x, h))
     for name, module, key in layer.parameters():
         pairs[name] = (module.grads[key], numeric_gradient(loss, module.params[key], h))

@@ -1,6 +1,7 @@
 """Losses. Each returns (loss, dlogits): the mean loss and its gradient w.r.t. the
 scores it was given, ready to feed into the network's backward pass."""
 
+from tinygan import backend
 from tinygan.backend import xp
 
 
@@ -19,6 +20,8 @@ def bce_with_logits(logits, target):
     which never exponentiates a positive number, so it is stable for any x.
     Gradient: dl/dx = s(x) - t; with the mean over n elements, dL/dx = (s(x) - t) / n.
     """
+    if not xp.issubdtype(logits.dtype, xp.floating):  # the target would be cast to int
+        raise ValueError(f"bce_with_logits: expected floating-point logits, got {logits.dtype}")
     target = xp.asarray(target, dtype=logits.dtype)
     if target.ndim == 0:
         target = xp.full(logits.shape, target, dtype=logits.dtype)
@@ -44,6 +47,11 @@ def cross_entropy(logits, labels):
     if not xp.issubdtype(labels.dtype, xp.integer):  # float labels would index by accident
         raise ValueError(f"cross_entropy: expected integer class labels, got {labels.dtype}")
     n, k = logits.shape
+    # As Embedding's: on CuPy this check would sync the GPU every step (labels are
+    # validated when loaded); on NumPy a label of -1 would silently pick class K-1.
+    if backend.name() == "numpy" and n and (int(labels.min()) < 0 or int(labels.max()) >= k):
+        raise ValueError(f"cross_entropy: labels must be in [0, {k}), got values from "
+                         f"{int(labels.min())} to {int(labels.max())}")
     shifted = logits - logits.max(axis=1, keepdims=True)
     log_z = xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
     log_probs = shifted - log_z

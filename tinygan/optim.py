@@ -5,14 +5,24 @@ param in place from its accumulated grad, ``zero_grad()`` clears the grads.
 Per-parameter state (momentum, moment estimates) is keyed by the dotted name.
 """
 
+import numbers
+
 from tinygan.backend import xp
 
 
+def check_range(owner, name, value, low, high=None):
+    """One-line ValueError unless low <= value (< high), as torch checks its arguments."""
+    if not (isinstance(value, numbers.Real) and low <= value and (high is None or value < high)):
+        allowed = f">= {low}" if high is None else f"in [{low}, {high})"
+        raise ValueError(f"{owner}: {name} must be {allowed}, got {value!r}")
+
+
 class Optimizer:
-    def __init__(self, module, lr):
-        if lr <= 0:
-            raise ValueError(f"{type(self).__name__}: learning rate must be positive, got {lr}")
-        self.module, self.lr = module, lr
+    def __init__(self, module, lr, weight_decay=0.0):
+        name = type(self).__name__
+        check_range(name, "lr", lr, 0)  # lr = 0 is allowed, as in torch (it freezes)
+        check_range(name, "weight_decay", weight_decay, 0)
+        self.module, self.lr, self.weight_decay = module, lr, weight_decay
         self.entries = list(module.parameters())  # (name, module, key)
         self.state = {}  # name -> dict of arrays (and Adam's int "step")
         self.step_count = 0
@@ -39,22 +49,46 @@ class Optimizer:
         return flat
 
     def load_state_dict(self, flat):
-        self.step_count = int(flat["step_count"])
-        self.state = {}
+        """Restore a ``state_dict()``: names and shapes are checked against this
+        optimizer's params before anything changes; arrays take the param's dtype."""
+        owner = type(self).__name__ + ".load_state_dict"
+        if "step_count" not in flat:
+            raise KeyError(f"{owner}: no 'step_count' entry: not an optimizer state")
+        params = {name: module.params[key] for name, module, key in self.entries}
+        state = {}
         for key, value in flat.items():
-            if key != "step_count":
-                name, k = key.rsplit("/", 1)
-                # a step count stays a Python int: reading a device scalar would sync the GPU
-                value = int(value) if k == "step" else xp.asarray(value)
-                self.state.setdefault(name, {})[k] = value
+            if key == "step_count":
+                continue
+            name, _, k = key.rpartition("/")
+            if name not in params:
+                raise KeyError(f"{owner}: state {key!r} belongs to no parameter of this "
+                               f"model (its parameters: {sorted(params)})")
+            param = params[name]
+            if k == "step":  # stays a Python int: reading a device scalar would sync the GPU
+                value = int(value)
+            elif tuple(value.shape) != tuple(param.shape):
+                raise ValueError(f"{owner}: {key!r} has shape {tuple(value.shape)}, "
+                                 f"expected {tuple(param.shape)} like its parameter")
+            else:
+                value = xp.asarray(value).astype(param.dtype, copy=True)
+            state.setdefault(name, {})[k] = value
+        self.step_count, self.state = int(flat["step_count"]), state
 
 
 class SGD(Optimizer):
-    """v = momentum * v + g  (v = g on the first step);  p -= lr * v  (torch.optim.SGD)."""
+    """torch.optim.SGD: with g = grad + weight_decay * p,
+        b = g on the first step, then b = momentum * b + (1 - dampening) * g
+        p -= lr * b                      (or lr * (g + momentum * b) with nesterov)
+    and p -= lr * g when momentum is 0."""
 
-    def __init__(self, module, lr=0.01, momentum=0.0, weight_decay=0.0):
-        super().__init__(module, lr)
-        self.momentum, self.weight_decay = momentum, weight_decay
+    def __init__(self, module, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
+                 nesterov=False):
+        super().__init__(module, lr, weight_decay)
+        check_range("SGD", "momentum", momentum, 0)
+        check_range("SGD", "dampening", dampening, 0)
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("SGD: nesterov needs a momentum > 0 and dampening 0")
+        self.momentum, self.dampening, self.nesterov = momentum, dampening, nesterov
 
     def update(self, param, grad, state):
         if self.weight_decay:
@@ -65,8 +99,9 @@ class SGD(Optimizer):
             else:
                 buf = state["momentum_buffer"]
                 buf *= self.momentum
-                buf += grad
-            grad = state["momentum_buffer"]
+                buf += (1 - self.dampening) * grad
+            buf = state["momentum_buffer"]
+            grad = grad + self.momentum * buf if self.nesterov else buf
         param -= self.lr * grad
 
 
@@ -78,8 +113,14 @@ class Adam(Optimizer):
     updates of each param (its state's "step"), as in torch."""
 
     def __init__(self, module, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        super().__init__(module, lr)
-        self.betas, self.eps, self.weight_decay = tuple(betas), eps, weight_decay
+        super().__init__(module, lr, weight_decay)
+        betas = tuple(betas)
+        if len(betas) != 2:
+            raise ValueError(f"Adam: betas must be a pair (b1, b2), got {betas!r}")
+        for i, beta in enumerate(betas):  # b = 1 would divide by 1 - b^t = 0
+            check_range("Adam", f"betas[{i}]", beta, 0, 1)
+        check_range("Adam", "eps", eps, 0)
+        self.betas, self.eps = betas, eps
 
     def update(self, param, grad, state):
         b1, b2 = self.betas
@@ -116,10 +157,12 @@ class RMSprop(Optimizer):
         v = alpha v + (1 - alpha) g^2;   p -= lr * g / (sqrt(v) + eps)
     with optional momentum: b = momentum b + g / (sqrt(v) + eps); p -= lr * b."""
 
-    def __init__(self, module, lr=1e-2, alpha=0.99, eps=1e-8, momentum=0.0, weight_decay=0.0):
-        super().__init__(module, lr)
-        self.alpha, self.eps = alpha, eps
-        self.momentum, self.weight_decay = momentum, weight_decay
+    def __init__(self, module, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0):
+        super().__init__(module, lr, weight_decay)
+        check_range("RMSprop", "alpha", alpha, 0)
+        check_range("RMSprop", "eps", eps, 0)
+        check_range("RMSprop", "momentum", momentum, 0)
+        self.alpha, self.eps, self.momentum = alpha, eps, momentum
 
     def update(self, param, grad, state):
         if self.weight_decay:
@@ -140,5 +183,6 @@ class RMSprop(Optimizer):
 
 def clip_weights(module, clip_value):
     """WGAN's Lipschitz constraint: clamp every param of the critic to [-c, c], in place."""
+    check_range("clip_weights", "clip_value", clip_value, 0)
     for _, owner, key in module.parameters():
         xp.clip(owner.params[key], -clip_value, clip_value, out=owner.params[key])

@@ -5,11 +5,17 @@ from tinygan.nn.module import Module
 
 
 class ReLU(Module):
-    """y = max(x, 0);  f'(x) = 1 where x > 0 else 0, so dx = dout * [x > 0]."""
+    """y = max(x, 0);  f'(x) = 1 where x > 0 else 0, so dx = dout * [x > 0].
+
+    y is computed as max(x, 0), not x * [x > 0], which would turn x = -inf into NaN.
+    The mask [x > 0] is kept as 0.0/1.0 floats: multiplying by a float array is 1.7x
+    faster than by a bool one, and masked selections (``where``) are 20x slower still.
+    (So an infinite dout where x <= 0 gives NaN, where torch gives 0.)
+    """
 
     def forward(self, x):
-        self.cache = x > 0
-        return x * self.cache
+        self.cache = (x > 0).astype(x.dtype)
+        return xp.maximum(x, x.dtype.type(0))
 
     def backward(self, dout):
         return dout * self.cache

@@ -44,23 +44,17 @@ columns that die within one call in a pool shared by all layers (``scratch``). A
 that a layer returns are always new.
 """
 
-import numbers
-
 from tinygan import backend
 from tinygan.backend import xp
 from tinygan.nn import init
-from tinygan.nn.module import Module, check_input
-
-
-def _is_int(v):
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)  # np.int64 counts
+from tinygan.nn.module import Module, check_input, check_sizes, is_int
 
 
 def pair(value, what, minimum=1):
     """An int or a pair of ints, each >= minimum -> a pair of ints (PyTorch's convention)."""
-    pair_ = (value, value) if _is_int(value) else value
+    pair_ = (value, value) if is_int(value) else value
     if (not isinstance(pair_, (tuple, list)) or len(pair_) != 2
-            or not all(_is_int(v) and v >= minimum for v in pair_)):
+            or not all(is_int(v) and v >= minimum for v in pair_)):
         raise ValueError(f"{what} must be an int >= {minimum} or a pair of them, got {value!r}")
     return tuple(int(v) for v in pair_)
 
@@ -206,8 +200,11 @@ class Conv2d(Module):
     input_grad_(False) (the input is data) dcols and col2im are skipped.
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, *, bias=True):
+        # bias is keyword-only: torch's 6th positional argument is dilation, which this
+        # layer does not have, and Conv2d(1, 8, 4, 2, 1, False) must not mean two things
         super().__init__()
+        check_sizes("Conv2d", in_channels=in_channels, out_channels=out_channels)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = pair(kernel_size, "Conv2d kernel_size")
         self.stride = pair(stride, "Conv2d stride")
@@ -292,8 +289,9 @@ class ConvTranspose2d(Module):
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                 output_padding=0, bias=True):
+                 output_padding=0, *, bias=True):  # torch's 7th positional is groups
         super().__init__()
+        check_sizes("ConvTranspose2d", in_channels=in_channels, out_channels=out_channels)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = pair(kernel_size, "ConvTranspose2d kernel_size")
         self.stride = pair(stride, "ConvTranspose2d stride")

@@ -2,7 +2,7 @@
 
 from tinygan.backend import xp
 from tinygan.nn import init
-from tinygan.nn.module import Module, check_input
+from tinygan.nn.module import Module, check_input, check_sizes
 
 
 class Dense(Module):
@@ -20,6 +20,7 @@ class Dense(Module):
 
     def __init__(self, in_features, out_features, bias=True):
         super().__init__()
+        check_sizes("Dense", in_features=in_features, out_features=out_features)
         self.in_features, self.out_features = in_features, out_features
         bound = init.fan_in_bound(in_features)
         self.params["weight"] = init.uniform((out_features, in_features), bound)

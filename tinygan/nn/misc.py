@@ -1,9 +1,11 @@
 """Layers that move or mask values: Dropout, Flatten, Reshape, Embedding."""
 
+import math
+
 from tinygan import backend
 from tinygan.backend import xp
 from tinygan.nn import init
-from tinygan.nn.module import Module
+from tinygan.nn.module import Module, check_sizes
 
 
 class Dropout(Module):
@@ -15,8 +17,8 @@ class Dropout(Module):
 
     def __init__(self, p=0.5):
         super().__init__()
-        if not 0 <= p < 1:
-            raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
+        if not 0 <= p <= 1:
+            raise ValueError(f"Dropout: p must be in [0, 1], got {p}")
         self.p = p
 
     def extra_repr(self):
@@ -27,7 +29,8 @@ class Dropout(Module):
             self.cache = None
             return x
         keep = backend.rng().random(x.shape, dtype=x.dtype) >= self.p
-        self.cache = keep * x.dtype.type(1 / (1 - self.p))
+        # p = 1 drops everything (as torch): the mask is all zero, with nothing to rescale
+        self.cache = keep * x.dtype.type(1 / (1 - self.p) if self.p < 1 else 0)
         return x * self.cache
 
     def backward(self, dout):
@@ -49,7 +52,7 @@ class Flatten(Module):
         # axes from the slowest-varying in memory to the fastest (stable for ties)
         order = tuple(sorted(range(x.ndim), key=lambda axis: -x.strides[axis]))
         self.cache = (x.shape, order)
-        return x.reshape(x.shape[0], -1)
+        return x.reshape(x.shape[0], math.prod(x.shape[1:]))  # not -1: N may be 0
 
     def backward(self, dout):
         shape, order = self.cache
@@ -65,6 +68,9 @@ class Reshape(Module):
 
     def __init__(self, *shape):
         super().__init__()
+        if not shape:
+            raise ValueError("Reshape: give the shape after N, e.g. Reshape(128, 7, 7)")
+        check_sizes("Reshape", **{f"size {i}": d for i, d in enumerate(shape)})
         self.shape = shape
 
     def extra_repr(self):
@@ -72,9 +78,7 @@ class Reshape(Module):
 
     def forward(self, x):
         self.cache = x.shape
-        size = 1
-        for d in self.shape:
-            size *= d
+        size = math.prod(self.shape)
         if x.ndim < 1 or x.size != x.shape[0] * size:
             raise ValueError(
                 f"{self!r}: expected input with N x {size} values, got shape {tuple(x.shape)}"
@@ -98,6 +102,7 @@ class Embedding(Module):
 
     def __init__(self, num_embeddings, embedding_dim):
         super().__init__()
+        check_sizes("Embedding", num_embeddings=num_embeddings, embedding_dim=embedding_dim)
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         self.params["weight"] = init.normal((num_embeddings, embedding_dim))
         self.zero_grad()
@@ -106,6 +111,9 @@ class Embedding(Module):
         return f"{self.num_embeddings}, {self.embedding_dim}"
 
     def forward(self, idx):
+        if not hasattr(idx, "dtype"):
+            raise TypeError(f"{self!r}: expected an integer array of indices, got "
+                            f"{type(idx).__name__}")
         if idx.ndim != 1 or not xp.issubdtype(idx.dtype, xp.integer):
             raise ValueError(f"{self!r}: expected a 1-D integer array of indices, got "
                              f"{idx.dtype} array of shape {tuple(idx.shape)}")

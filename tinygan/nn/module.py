@@ -19,6 +19,7 @@ also feeds the label embedding. ``frozen(net)`` and ``no_input_grad(net)`` apply
 switches for the length of a ``with`` block.
 """
 
+import numbers
 from contextlib import contextmanager
 
 from tinygan.backend import xp
@@ -63,7 +64,11 @@ class Module:
         The optimizer keeps (module, key) rather than the array itself, so a weight
         replaced by assignment (``layer.params["weight"] = w``) is the one it updates.
         """
+        seen = set()  # a module reached twice (shared) is trained once, as in torch
         for prefix, module in self.modules():
+            if id(module) in seen:
+                continue
+            seen.add(id(module))
             for key in module.params:
                 yield prefix + key, module, key
 
@@ -165,10 +170,23 @@ def check_input(layer, x, layout, channels=None):
 
     ``layout`` reads like PyTorch's docs ("NC", "NCL", "NCHW"); ``channels`` pins axis 1.
     """
-    shape = tuple(getattr(x, "shape", ()))
+    if not hasattr(x, "shape"):
+        raise TypeError(f"{layer!r}: expected an array, got {type(x).__name__}")
+    shape = tuple(x.shape)
     if len(shape) != len(layout) or (channels is not None and shape[1] != channels):
         dims = [str(channels) if d == "C" and channels is not None else d for d in layout]
         raise ValueError(f"{layer!r}: expected input of shape ({', '.join(dims)}), got {shape}")
+
+
+def is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)  # np.int64 too
+
+
+def check_sizes(owner, **sizes):
+    """One-line ValueError unless every size (in_features=..., ...) is an int >= 1."""
+    for name, value in sizes.items():
+        if not (is_int(value) and value >= 1):
+            raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
 
 
 class Sequential(Module):
@@ -181,6 +199,19 @@ class Sequential(Module):
 
     def __init__(self, *layers):
         super().__init__()
+        owner = {}  # id(module) -> the position of the layer it belongs to
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Module):
+                raise TypeError(f"Sequential: layer {i} must be a tinygan Module, "
+                                f"got {type(layer).__name__}")
+            for _, module in layer.modules():
+                if id(module) in owner:
+                    # one forward cache per layer: a second use would overwrite what the
+                    # first use's backward needs, and give wrong gradients without a word
+                    raise ValueError(f"Sequential: layer {i} uses the same {type(module).__name__} "
+                                     f"instance as layer {owner[id(module)]}; give each "
+                                     "position its own instance")
+                owner[id(module)] = i
         self.layers = list(layers)
 
     def children(self):
@@ -210,6 +241,8 @@ class Sequential(Module):
         return self
 
     def __getitem__(self, i):
+        if isinstance(i, slice):  # as torch: a slice of a Sequential is a Sequential
+            return Sequential(*self.layers[i])
         return self.layers[i]
 
     def __len__(self):

@@ -1,7 +1,7 @@
 """Batch normalisation over the batch (and spatial) axes, as torch.nn.BatchNorm1d/2d."""
 
 from tinygan.backend import xp
-from tinygan.nn.module import Module, check_input
+from tinygan.nn.module import Module, check_input, check_sizes
 
 
 class _BatchNorm(Module):
@@ -10,7 +10,8 @@ class _BatchNorm(Module):
     In training mode mu and var are the mean and biased variance of channel c over
     the m = N (*H*W) values it has in the batch, and the running statistics move as
     torch does: running = (1 - momentum) * running + momentum * batch_stat, with the
-    *unbiased* variance (var * m / (m - 1)) going into running_var. In eval mode
+    *unbiased* variance (var * m / (m - 1)) going into running_var; momentum=None
+    uses 1/k for the k-th batch, the cumulative average. In eval mode
     mu, var are the running statistics, constants.
 
     Backward, with G = dL/dy and sums over the m positions of one channel:
@@ -27,6 +28,10 @@ class _BatchNorm(Module):
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1):
         super().__init__()
+        check_sizes(type(self).__name__, num_features=num_features)
+        if momentum is not None and not 0 <= momentum <= 1:
+            raise ValueError(f"{type(self).__name__}: momentum must be in [0, 1] or None, "
+                             f"got {momentum!r}")
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.params["weight"] = xp.ones(num_features, dtype=xp.float32)
         self.params["bias"] = xp.zeros(num_features, dtype=xp.float32)
@@ -68,11 +73,14 @@ class _BatchNorm(Module):
         return out
 
     def _update_running(self, mean, unbiased_var):
+        self.buffers["num_batches_tracked"] = self.buffers["num_batches_tracked"] + 1
+        # momentum=None, as in torch: the plain average of every batch so far
         mom = self.momentum
+        if mom is None:
+            mom = 1 / self.buffers["num_batches_tracked"]  # stays on the device: no sync
         for key, stat in (("running_mean", mean), ("running_var", unbiased_var)):
             running = self.buffers[key]
             self.buffers[key] = ((1 - mom) * running + mom * stat).astype(running.dtype)
-        self.buffers["num_batches_tracked"] = self.buffers["num_batches_tracked"] + 1
 
     def backward(self, dout):
         xhat, inv_std, axes, shape, batch_stats = self.cache
