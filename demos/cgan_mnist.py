@@ -17,15 +17,16 @@ import os
 import numpy as np
 
 from tinygan import backend, data, models, plots
+from tinygan.cli import non_negative_int, positive_int
 from tinygan.train import Trainer
 
 parser = argparse.ArgumentParser(description="conditional GAN on MNIST")
 length = parser.add_mutually_exclusive_group()
-length.add_argument("--steps", type=int)
-length.add_argument("--epochs", type=int)
-parser.add_argument("--batch-size", type=int, default=64)
+length.add_argument("--steps", type=positive_int)
+length.add_argument("--epochs", type=positive_int)
+parser.add_argument("--batch-size", type=positive_int, default=64)
 parser.add_argument("--data-dir")
-parser.add_argument("--seed", type=int, default=0)
+parser.add_argument("--seed", type=non_negative_int, default=0)
 parser.add_argument("--out", default="runs/demo-cgan-mnist")
 args = parser.parse_args()
 

@@ -15,14 +15,15 @@ import os
 import numpy as np
 
 from tinygan import backend, data, models, plots
+from tinygan.cli import non_negative_int, positive_int
 from tinygan.train import Trainer
 
 parser = argparse.ArgumentParser(description="DCGAN on Fashion-MNIST")
-parser.add_argument("--steps", type=int, default=300)
-parser.add_argument("--batch-size", type=int, default=64)
-parser.add_argument("--every", type=int, default=100, help="save samples every N steps")
+parser.add_argument("--steps", type=positive_int, default=300)
+parser.add_argument("--batch-size", type=positive_int, default=64)
+parser.add_argument("--every", type=positive_int, default=100, help="save samples every N steps")
 parser.add_argument("--data-dir")
-parser.add_argument("--seed", type=int, default=0)
+parser.add_argument("--seed", type=non_negative_int, default=0)
 parser.add_argument("--out", default="runs/demo-dcgan-fashion-mnist")
 args = parser.parse_args()
 

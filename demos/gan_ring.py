@@ -15,12 +15,13 @@ import os
 import numpy as np
 
 from tinygan import backend, data, models, plots
+from tinygan.cli import non_negative_int, positive_int
 from tinygan.train import Trainer, decay_scale
 
 parser = argparse.ArgumentParser(description="vanilla GAN on the 8-Gaussian ring")
-parser.add_argument("--steps", type=int, default=2000)
-parser.add_argument("--batch-size", type=int, default=256)
-parser.add_argument("--seed", type=int, default=0)
+parser.add_argument("--steps", type=positive_int, default=2000)
+parser.add_argument("--batch-size", type=positive_int, default=256)
+parser.add_argument("--seed", type=non_negative_int, default=0)
 parser.add_argument("--out", default="runs/demo-gan-ring")
 args = parser.parse_args()
 

@@ -19,12 +19,14 @@ import os
 import numpy as np
 
 from tinygan import backend, data, models, plots
+from tinygan.cli import non_negative_int, positive_int
 from tinygan.train import Trainer
 
 parser = argparse.ArgumentParser(description="WGAN on the 25-Gaussian grid")
-parser.add_argument("--steps", type=int, default=5000, help="critic steps (G: one in five)")
-parser.add_argument("--batch-size", type=int, default=256)
-parser.add_argument("--seed", type=int, default=0)
+parser.add_argument("--steps", type=positive_int, default=5000,
+                    help="critic steps (G: one in five)")
+parser.add_argument("--batch-size", type=positive_int, default=256)
+parser.add_argument("--seed", type=non_negative_int, default=0)
 parser.add_argument("--out", default="runs/demo-wgan-grid")
 args = parser.parse_args()
 

@@ -139,6 +139,105 @@ def test_resume_with_a_new_length_replaces_the_saved_one(tmp_path, capsys):
     assert json.loads((tmp_path / "metrics.json").read_text())["step"] == 20
 
 
+def test_resume_refuses_settings_it_would_ignore(tmp_path, capsys):
+    """Only the length, backend and data folder of a resumed run can change."""
+    assert run(capsys, "train", "--steps", 2, "--batch-size", 1000, "--out", tmp_path,
+               "--quiet")[0] == 0
+    saved = tmp_path / "checkpoint.npz"
+    assert_one_line_error(capsys, "train", "--resume", saved, "--model", "wgan",
+                          match="--model wgan differs from the resumed run's gan")
+    assert_one_line_error(capsys, "train", "--resume", saved, "--lr", "0.5",
+                          match="--lr 0.5 differs from the resumed run's default")
+    # the same values as saved are fine
+    assert run(capsys, "train", "--resume", saved, "--model", "gan", "--batch-size", 1000,
+               "--steps", 3, "--quiet")[0] == 0
+
+
+def test_resume_works_from_another_folder(tmp_path, capsys, monkeypatch):
+    """The output folder is saved as an absolute path, so a relative --out still resolves."""
+    monkeypatch.chdir(tmp_path)
+    assert run(capsys, "train", "--steps", 2, "--batch-size", 1000, "--out", "rel",
+               "--quiet")[0] == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert run(capsys, "train", "--resume", tmp_path / "rel" / "checkpoint.npz", "--steps", 4,
+               "--quiet")[0] == 0
+    assert json.loads((tmp_path / "rel" / "metrics.json").read_text())["step"] == 4
+    assert not (elsewhere / "rel").exists()
+
+
+def test_resuming_a_finished_run_into_a_new_folder_writes_its_outputs(tmp_path, capsys):
+    assert run(capsys, "train", "--steps", 2, "--batch-size", 1000, "--out", tmp_path / "a",
+               "--quiet")[0] == 0
+    assert run(capsys, "train", "--resume", tmp_path / "a" / "checkpoint.npz", "--out",
+               tmp_path / "b", "--quiet")[0] == 0
+    assert assert_outputs(tmp_path / "b")["step"] == 2
+
+
+def test_an_unwritable_output_fails_before_training(tmp_path, capsys, monkeypatch):
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the output folder should be\n")
+    started = []
+    monkeypatch.setattr(cli.runner, "Trainer", lambda *a, **k: started.append(1))
+    assert_one_line_error(capsys, "train", "--steps", 2, "--out", blocked / "run",
+                          match=f"output folder {blocked / 'run'}: not writable")
+    assert not started
+
+
+def test_sample_out_must_be_a_png_file(tmp_path, capsys):
+    assert run(capsys, "train", "--steps", 1, "--batch-size", 500, "--out", tmp_path / "run",
+               "--quiet")[0] == 0
+    for out in (tmp_path, tmp_path / "noext", tmp_path / "s.jpg"):
+        assert_one_line_error(capsys, "sample", "--checkpoint", tmp_path / "run" / "checkpoint.npz",
+                              "--out", out, match="expected the path of a .png file")
+    code, stdout, _ = run(capsys, "sample", "--checkpoint", tmp_path / "run" / "checkpoint.npz",
+                          "--out", tmp_path / "new" / "s.png")
+    assert code == 0 and f"to {tmp_path / 'new' / 's.png'}" in stdout
+    assert (tmp_path / "new" / "s.png").read_bytes().startswith(PNG)
+
+
+def test_a_checkpoint_from_elsewhere_is_named_as_such(tmp_path, capsys):
+    """A .npz with tinygan's layout but no run settings (e.g. a classifier, or
+    checkpoint.save called by hand) is refused in one line, not with a KeyError."""
+    import numpy as np
+
+    np.savez(tmp_path / "foreign.npz", meta=np.array("{}"))
+    np.savez(tmp_path / "list.npz", meta=np.array("[1, 2]"))
+    assert_one_line_error(capsys, "sample", "--checkpoint", tmp_path / "foreign.npz",
+                          match="has no 'config' in its meta: it was not written by a training")
+    assert_one_line_error(capsys, "sample", "--checkpoint", tmp_path / "list.npz",
+                          match="its 'meta' entry is not a JSON object")
+
+
+def test_outputs_and_checkpoints_get_the_usual_file_mode(tmp_path, capsys):
+    """Written through temporary files (mode 0600), renamed: the result must be readable
+    by whoever may read the folder, like any file the user creates."""
+    old = os.umask(0o022)
+    try:
+        assert run(capsys, "train", "--steps", 1, "--batch-size", 500, "--out", tmp_path,
+                   "--quiet")[0] == 0
+    finally:
+        os.umask(old)
+    for name in OUTPUTS:
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
+
+
+def test_a_failed_write_keeps_the_previous_metrics(tmp_path, capsys, monkeypatch):
+    assert run(capsys, "train", "--steps", 2, "--batch-size", 1000, "--out", tmp_path,
+               "--quiet")[0] == 0
+    before = (tmp_path / "metrics.json").read_text()
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cli.runner.json, "dump", disk_full)
+    assert_one_line_error(capsys, "train", "--resume", tmp_path / "checkpoint.npz", "--steps", 4,
+                          "--quiet", match="No space left on device")
+    assert (tmp_path / "metrics.json").read_text() == before
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp-")]
+
+
 def test_help_exits_zero(capsys):
     assert cli.main(["train", "--help"]) == 0
     assert "--model" in capsys.readouterr().out
@@ -153,7 +252,12 @@ def test_help_exits_zero(capsys):
     (["train", "--model", "vae"], "argument --model: invalid choice: 'vae'"),
     (["train", "--data", "cifar"], "argument --data: invalid choice: 'cifar'"),
     (["train", "--steps", "0"], "must be a positive integer, got 0"),
-    (["train", "--steps", "ten"], "argument --steps: invalid positive_int value: 'ten'"),
+    (["train", "--steps", "ten"], "argument --steps: must be a positive integer, got 'ten'"),
+    (["train", "--seed", "-1"], "argument --seed: must be a non-negative integer, got -1"),
+    (["sample", "--checkpoint", "c.npz", "--seed", "-2"], "argument --seed: must be a non-"),
+    (["train", "--lr", "inf"], "argument --lr: must be a positive number, got inf"),
+    (["train", "--instance-noise", "nan"], "argument --instance-noise: must be a non-negative"),
+    (["train", "--instance-noise", "-1"], "argument --instance-noise: must be a non-negative"),
     (["train", "--steps", "2", "--epochs", "1"], "not allowed with argument"),
     (["train", "--label-smoothing", "1.5"], "must be in [0, 1), got 1.5"),
     (["train", "--lr-decay", "2"], "must be in [0, 1], got 2"),

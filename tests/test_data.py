@@ -100,6 +100,8 @@ def _damage(tmp_path, kind):
         blob = good
     elif kind == "truncated gzip":
         blob = blob[: len(blob) // 2]
+    elif kind == "bad crc":
+        blob = blob[:-8] + bytes([blob[-8] ^ 0xFF]) + blob[-7:]  # the trailer's CRC-32
     path.write_bytes(blob)
     return path
 
@@ -114,7 +116,8 @@ def _damage(tmp_path, kind):
         ("truncated", "truncated: header sizes (4,) need 4 bytes of data, file has 3"),
         ("trailing bytes", "trailing bytes"),
         ("empty", "too short"),
-        ("not gzip", "not a gzip file"),
+        ("not gzip", "not a valid gzip file (Not a gzipped file"),
+        ("bad crc", "not a valid gzip file (CRC check failed)"),
         ("truncated gzip", "truncated gzip"),
     ],
 )
@@ -136,6 +139,12 @@ def test_labels_file_in_place_of_images_rejected(tmp_path, cache):
     write_split(tmp_path, "test", n=3)
     shutil.copy(tmp_path / LABELS, tmp_path / IMAGES)  # magic 0x0801 where 0x0803 belongs
     with pytest.raises(data.DataError, match="expected ubyte images of shape"):
+        data.load_dataset("mnist", tmp_path, split="test")
+
+
+def test_zero_images_rejected(tmp_path, cache):
+    write_split(tmp_path, "test", n=0)  # a valid IDX pair that holds nothing
+    with pytest.raises(data.DataError, match=f"{IMAGES}: holds 0 images; expected at least one"):
         data.load_dataset("mnist", tmp_path, split="test")
 
 
@@ -188,9 +197,21 @@ def test_all_concatenates_train_then_test(tmp_path, cache):
 
 def test_cache_is_searched_after_data_dir(tmp_path, cache):
     write_split(cache / "fashion-mnist", "train", n=6)
+    (tmp_path / "elsewhere").mkdir()  # a data_dir without the files
     with pytest.warns(UserWarning):
         images, _ = data.load_dataset("fashion-mnist", tmp_path / "elsewhere")
     assert len(images) == 6
+
+
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_data_dir_that_is_not_a_folder_is_an_error(tmp_path, cache, kind):
+    write_split(cache / "mnist", "test", n=4)  # the cache could answer, but must not be asked
+    wrong = tmp_path / "typo"
+    if kind == "file":
+        wrong.write_text("not a folder")
+    with pytest.raises(data.DataError) as err:
+        data.load_dataset("mnist", wrong, split="test")
+    assert str(err.value) == f"data_dir {wrong}: no such folder"
 
 
 def test_missing_without_download_is_one_line(tmp_path, cache):
@@ -249,6 +270,20 @@ def test_real_fashion_partial(real_data):
     assert images.min() >= -1.0 and images.max() <= 1.0 and labels.max() <= 9
 
 
+@pytest.mark.parametrize(
+    "name, folder, other",
+    [("fashion-mnist", "mnist", "mnist"), ("mnist", "fashion-mnist-partial", "fashion-mnist")],
+)
+@pytest.mark.parametrize("split", ["test", "train"])  # train falls back to the t10k files
+def test_other_datasets_files_are_refused(real_data, name, folder, other, split):
+    # Same file names in both datasets: only the labels tell MNIST from Fashion-MNIST.
+    with pytest.raises(data.DataError) as err:
+        data.load_dataset(name, real_data / folder, split=split, download=False)
+    message = str(err.value)
+    assert f"these are {other}'s labels, not {name}'s" in message and "\n" not in message
+    assert f"point data_dir (--data-dir) at the {name} files" in message
+
+
 # ---------------------------------------------------------------------------- downloads
 
 
@@ -297,6 +332,53 @@ def test_corrupted_download_fails_checksum_and_leaves_nothing(mirror, cache, mon
         with pytest.raises(data.DataError, match=f"{IMAGES}: MD5 .* does not match"):
             data.load_dataset("mnist", split="test")
     assert os.listdir(cache / "mnist") == []
+
+
+@pytest.fixture
+def tiny_mirror(tmp_path, monkeypatch):
+    """A folder to serve holding a small synthetic MNIST test split, trusted by CHECKSUMS."""
+    folder = tmp_path / "tiny-mirror"
+    write_split(folder, "test", n=5)
+    for name in (IMAGES, LABELS):
+        monkeypatch.setitem(data.CHECKSUMS["mnist"], name, md5(folder / name))
+    return folder
+
+
+def test_malformed_mirror_url_is_skipped_and_reported(tiny_mirror, cache, monkeypatch):
+    with serve_directory(tiny_mirror) as url:
+        with pytest.warns(UserWarning, match="partial copy"):
+            images, _ = data.load_dataset("mnist", split="test", mirrors=["foo", url])
+    assert len(images) == 5
+    os.remove(cache / "mnist" / IMAGES)
+    monkeypatch.setenv("TINYGAN_MIRROR", "foo")  # no scheme: urllib raises ValueError
+    with pytest.raises(data.DataError, match="could not be downloaded .*unknown url type"):
+        data.load_dataset("mnist", split="test")
+
+
+def test_download_stops_at_the_first_unavailable_file(tmp_path, cache, monkeypatch):
+    fetched = []
+    real_fetch = data._fetch
+    monkeypatch.setattr(
+        data, "_fetch", lambda url, dest: fetched.append(url) or real_fetch(url, dest)
+    )
+    (tmp_path / "empty").mkdir()
+    with serve_directory(tmp_path / "empty") as url:  # answers 404 to everything
+        with pytest.raises(data.DataError, match=f"{IMAGES}, {LABELS} not found locally"):
+            data.load_dataset("mnist", split="test", mirrors=[url])
+    assert fetched == [url + IMAGES]  # the labels file would only wait on the same mirror
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027], ids=["022", "027"])
+def test_downloaded_files_get_the_umask_mode(tiny_mirror, cache, umask):
+    previous = os.umask(umask)
+    try:
+        with serve_directory(tiny_mirror) as url, pytest.warns(UserWarning):
+            data.load_dataset("mnist", split="test", mirrors=[url])
+        assert os.umask(umask) == umask  # the loader left the umask as it found it
+    finally:
+        os.umask(previous)
+    for name in (IMAGES, LABELS):  # as if created by open(), not mkstemp's private 0600
+        assert os.stat(cache / "mnist" / name).st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_unreachable_mirror_gives_one_line_offline_error(cache):

@@ -295,6 +295,41 @@ def test_wgan_updates_generator_every_fifth_step():
     assert trainer.g_opt.step_count == 2 and trainer.d_opt.step_count == 10
 
 
+def test_a_step_that_raises_does_not_count_towards_the_critic_cycle():
+    """A caller that catches a bad batch and goes on still gets a G update after every
+    fifth *successful* critic update."""
+    gan, trainer = make("wgan", (2,))
+    real, _ = real_batch(gan, N)
+    g_updates = []
+    for step in range(1, 11):
+        batch = real[:, :1] if step == 2 else real  # (N, 1): D's first layer refuses it
+        try:
+            result = trainer.step(batch)
+        except ValueError:
+            continue
+        if "g_loss" in result:
+            g_updates.append(step)
+    assert g_updates == [6]  # steps 1, 3, 4, 5, 6 are the five critic updates
+    assert trainer.step_count == 9 and trainer.d_opt.step_count == 9
+
+
+@pytest.mark.parametrize("trick", [dict(label_smoothing=0.1), dict(label_noise=0.05),
+                                   dict(flip_labels=0.1), dict(minimax=True)],
+                         ids=lambda t: next(iter(t)))
+def test_wgan_refuses_tricks_that_it_would_ignore(trick):
+    with pytest.raises(ValueError, match=f"{next(iter(trick))}.*WGAN critic"):
+        Trainer(models.build("wgan", (2,)), tricks=Tricks(**trick))
+    Trainer(models.build("wgan", (2,)), tricks=Tricks(instance_noise=0.1))  # this one applies
+
+
+def test_noise_takes_the_models_dtype():
+    gan = models.build("gan", (2,))
+    gan.generator.astype(np.float64)
+    gan.discriminator.astype(np.float64)
+    z, _ = Trainer(gan).sample_inputs(3)
+    assert z.dtype == np.float64
+
+
 def test_wgan_critic_gradients_are_plus_minus_one_over_n():
     gan, trainer = make("wgan", (2,))
     real, _ = real_batch(gan, N)

@@ -13,12 +13,11 @@ This module works on the host: arrays are copied off the GPU before saving.
 
 import json
 import os
-import tempfile
 import zipfile
 
 import numpy as np
 
-from tinygan import backend
+from tinygan import backend, files
 
 GROUPS = ("generator", "discriminator", "g_opt", "d_opt")
 
@@ -48,16 +47,8 @@ def save_npz_atomic(path, arrays, meta):
     ``os.replace`` is atomic, so readers see the old file or the new one, never half of one.
     """
     arrays = dict(arrays, meta=np.array(json.dumps(meta)))
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with files.written_atomically(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def read_npz(path, what):
@@ -77,13 +68,29 @@ def load(path):
     arrays = read_npz(path, "checkpoint")
     if "meta" not in arrays:
         raise CheckpointError(f"checkpoint {path} has no 'meta' entry: not a tinygan checkpoint")
-    meta = json.loads(str(arrays.pop("meta")))
+    try:
+        meta = json.loads(str(arrays.pop("meta")))
+    except ValueError as err:
+        raise CheckpointError(f"checkpoint {path}: its 'meta' entry is not JSON ({err})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"checkpoint {path}: its 'meta' entry is not a JSON object")
     states = {group: {} for group in GROUPS}
     for key, value in arrays.items():
         group, _, name = key.partition("/")
         if group not in states:
             raise CheckpointError(f"checkpoint {path}: unexpected entry {key!r}")
         states[group][name] = value
+    return states, meta
+
+
+def load_run(path):
+    """``load`` for a checkpoint written by a training run (``tinygan train``), whose meta
+    also holds the run's settings, data shape and model options."""
+    states, meta = load(path)
+    for key in ("config", "data_shape", "model_options", "trainer_step"):
+        if key not in meta:
+            raise CheckpointError(f"checkpoint {path} has no {key!r} in its meta: it was not "
+                                  "written by a training run")
     return states, meta
 
 

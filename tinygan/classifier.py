@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 
-from tinygan import backend, checkpoint, data, losses, nn, optim
+from tinygan import backend, checkpoint, data, files, losses, nn, optim
 
 CHANNELS = (32, 64)  # feature maps at 28x28 -> 14x14, and at 14x14 -> 7x7
 HIDDEN = 128  # width of the penultimate (feature) layer
@@ -189,6 +189,9 @@ def train_command(name, data_dir=None, epochs=None, out=None, seed=0, stream=sys
     (x_train, y_train), (x_held, y_held) = load_split(name, data_dir)
     epochs = epochs or DEFAULT_EPOCHS[name]
     out = str(out or default_path(name))
+    if not out.endswith(".npz") or os.path.isdir(out):
+        raise ValueError(f"--out {out}: expected the path of a .npz file to write")
+    files.check_writable(os.path.dirname(os.path.abspath(out)), "--out folder")
     n_total = len(x_train) + len(x_held)
 
     def log(epoch, loss, seconds):

@@ -1,10 +1,11 @@
-"""The ``tinygan`` command: ``tinygan train``, ``sample``, ``eval`` and ``classifier train``.
+"""The tinygan command: tinygan train, sample, eval and classifier train.
 
 Every expected failure (bad arguments, missing or damaged data, a broken checkpoint,
 an unavailable backend) ends as one line on stderr and a non-zero exit status.
 """
 
 import argparse
+import math
 import os
 import sys
 import warnings
@@ -21,63 +22,74 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+def number(text, kind, ok, expected):
+    """argparse type: ``kind(text)`` when ``ok`` of it holds, else a one-line error."""
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}") from None
+    if not ok(value):  # nan and inf fail every test below
+        raise argparse.ArgumentTypeError(f"must be {expected}, got {text}")
     return value
+
+
+def positive_int(text):
+    return number(text, int, lambda v: v >= 1, "a positive integer")
+
+
+def non_negative_int(text):
+    return number(text, int, lambda v: v >= 0, "a non-negative integer")
 
 
 def positive_float(text):
-    value = float(text)
-    if not value > 0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
+    return number(text, float, lambda v: 0 < v < math.inf, "a positive number")
+
+
+def non_negative_float(text):
+    return number(text, float, lambda v: 0 <= v < math.inf, "a non-negative number")
 
 
 def probability(text):
-    value = float(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return value
+    return number(text, float, lambda v: 0 <= v < 1, "in [0, 1)")
 
 
 def fraction(text):
-    value = float(text)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
-    return value
+    return number(text, float, lambda v: 0 <= v <= 1, "in [0, 1]")
 
 
 def add_train_parser(sub):
     p = sub.add_parser("train", help="train a GAN",
                        description="Train a GAN; with no arguments, the vanilla GAN on the ring.")
-    p.add_argument("--model", choices=models.FAMILIES, default="gan")
+    # The run's settings default to None here and take RunConfig's defaults later, so that
+    # with --resume a flag given explicitly can be told from one left out.
+    p.add_argument("--model", choices=models.FAMILIES, help="default: gan")
     p.add_argument("--data", choices=list(data.TOY_DATASETS) + list(runner.IMAGE_DATA),
-                   default="ring")
+                   help="default: ring")
     p.add_argument("--data-dir", help="folder with the IDX .gz files (or mnist/ etc. inside)")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=positive_int)
     length.add_argument("--steps", type=positive_int)
     p.add_argument("--batch-size", type=positive_int)
-    p.add_argument("--lr", type=positive_float, help="learning rate of both networks (default: the model's)")
+    p.add_argument("--lr", type=positive_float,
+                   help="learning rate of both networks (default: the model's)")
     p.add_argument("--lr-decay", type=fraction, metavar="FRACTION",
                    help="lower the learning rate linearly to 0 over this last share of the run "
                         "(default: 0.5 for 2-D data, 0 for images)")
     p.add_argument("--backend", choices=backend.BACKENDS, default="numpy")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, help="default: 0")
     p.add_argument("--out", help="output folder (default: runs/MODEL-DATA)")
-    p.add_argument("--resume", metavar="FILE", help="continue the run saved in this checkpoint")
+    p.add_argument("--resume", metavar="FILE",
+                   help="continue the run saved in this checkpoint, with its settings")
     p.add_argument("--z-dim", type=positive_int)
     tricks = p.add_argument_group("stabilisation tricks")
-    tricks.add_argument("--label-smoothing", type=probability, default=0.0,
+    tricks.add_argument("--label-smoothing", type=probability,
                         help="one-sided: real targets become 1 - s")
-    tricks.add_argument("--label-noise", type=probability, default=0.0)
-    tricks.add_argument("--flip-labels", type=probability, default=0.0)
-    tricks.add_argument("--instance-noise", type=float, default=0.0,
+    tricks.add_argument("--label-noise", type=probability)
+    tricks.add_argument("--flip-labels", type=probability)
+    tricks.add_argument("--instance-noise", type=non_negative_float,
                         help="std of Gaussian noise added to D's inputs")
-    tricks.add_argument("--g-dropout", type=probability, default=0.0)
-    tricks.add_argument("--minimax", action="store_true",
+    tricks.add_argument("--g-dropout", type=probability)
+    tricks.add_argument("--minimax", action="store_true", default=None,
                         help="G minimises log(1 - D(G(z))) instead of the non-saturating loss")
     p.add_argument("--no-eval", action="store_true", help="skip per-epoch evaluation metrics")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -89,7 +101,7 @@ def add_sample_parser(sub):
     p.add_argument("--n", type=positive_int, default=64)
     p.add_argument("--label", type=int, help="class to draw (conditional models)")
     p.add_argument("--out", default="samples.png", metavar="FILE.png")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--backend", choices=backend.BACKENDS, default="numpy")
 
 
@@ -108,7 +120,8 @@ def add_eval_parser(sub):
                         f"{metrics.TOY_SAMPLES} for 2-D data as in VEEGAN/PacGAN)")
     p.add_argument("--out", metavar="FILE.json", help="default: eval.json beside the checkpoint")
     p.add_argument("--data-dir", help="folder with the real images (default: the run's)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the generator's noise")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="seed of the generator's noise")
     p.add_argument("--backend", choices=backend.BACKENDS, default="numpy")
 
 
@@ -125,28 +138,58 @@ def add_classifier_parser(sub):
                    help=", ".join(f"{k}: {v}" for k, v in classifier.DEFAULT_EPOCHS.items()))
     t.add_argument("--out", metavar="FILE.npz",
                    help="default: classifier-DATA.npz in the cache folder, where eval looks")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=non_negative_int, default=0)
     t.add_argument("--backend", choices=backend.BACKENDS, default="numpy")
 
 
+# RunConfig fields that the train command's flags set, and those a resumed run may change
+RUN_FLAGS = ("model", "data", "data_dir", "epochs", "steps", "batch_size", "lr", "lr_decay",
+             "backend", "seed", "z_dim", "g_dropout", "label_smoothing", "label_noise",
+             "flip_labels", "instance_noise", "minimax")
+CHANGEABLE_ON_RESUME = ("epochs", "steps", "backend", "data_dir")
+
+
+def check_data_dir(folder):
+    """A --data-dir that does not exist fails at once, not after trying other places."""
+    if folder and not os.path.isdir(folder):
+        raise ValueError(f"--data-dir {folder}: no such folder")
+
+
+def resumed_fields(given, path):
+    """The saved run's settings, with the length, backend and data folder as given.
+
+    Any other flag that disagrees with the saved run is refused rather than ignored: the
+    weights, optimizer state and schedule in the checkpoint belong to those settings.
+    """
+    saved = checkpoint.load_run(path)[1]["config"]
+    for name, value in given.items():
+        if value is not None and name not in CHANGEABLE_ON_RESUME and value != saved[name]:
+            flag = "--" + name.replace("_", "-")
+            was = "default" if saved[name] is None else saved[name]
+            raise ValueError(f"{flag} {value} differs from the resumed run's {was}: a resumed "
+                             "run keeps its settings (start a new run to change them)")
+    fields = {k: v for k, v in saved.items() if k in RUN_FLAGS}
+    if given["epochs"] or given["steps"]:  # a new length replaces both saved fields
+        fields["epochs"], fields["steps"] = given["epochs"], given["steps"]
+    fields["backend"] = given["backend"]
+    fields["data_dir"] = given["data_dir"] or saved["data_dir"]
+    return fields, saved["out"]
+
+
 def train(args):
-    fields = {f: getattr(args, f) for f in (
-        "model", "data", "data_dir", "epochs", "steps", "batch_size", "lr", "lr_decay", "backend",
-        "seed", "z_dim", "g_dropout", "label_smoothing", "label_noise", "flip_labels",
-        "instance_noise", "minimax")}
+    given = {f: getattr(args, f) for f in RUN_FLAGS}
+    out = args.out
     if args.resume:
-        # a resumed run keeps its saved configuration; only its length and output may change
-        _, meta = checkpoint.load(args.resume)
-        saved = {k: v for k, v in meta["config"].items() if k not in ("out", "evaluate")}
-        # a new --epochs or --steps replaces the saved length, both fields (they exclude each other)
-        length = ("epochs", "steps") if fields["epochs"] or fields["steps"] else ()
-        fields = {**saved, **{k: fields[k] for k in (*length, "backend")}}
-        if args.out is None:
-            args.out = meta["config"]["out"]
-    if fields["data_dir"] and not os.path.isdir(fields["data_dir"]):
-        raise ValueError(f"--data-dir {fields['data_dir']}: no such folder")
-    out = args.out or os.path.join("runs", f"{fields['model']}-{fields['data']}")
-    config = runner.RunConfig(**fields, out=out, evaluate=not args.no_eval)
+        fields, saved_out = resumed_fields(given, args.resume)
+        out = out or saved_out
+    else:
+        fields = {k: v for k, v in given.items() if v is not None}  # RunConfig's defaults
+        model, data_name = (fields.get(k, getattr(runner.RunConfig, k)) for k in ("model", "data"))
+        out = out or os.path.join("runs", f"{model}-{data_name}")
+    check_data_dir(fields.get("data_dir"))
+    if fields.get("data_dir"):  # absolute: a resumed run may start in another folder
+        fields["data_dir"] = os.path.abspath(fields["data_dir"])
+    config = runner.RunConfig(**fields, out=os.path.abspath(out), evaluate=not args.no_eval)
     meta = runner.run(config, resume=args.resume, progress=not args.quiet)
     print(f"trained {config.model} on {config.data}: {meta['step']} steps in "
           f"{meta['time_s']:.1f} s; samples, curves, metrics.json and checkpoint.npz in {out}")
@@ -154,7 +197,9 @@ def train(args):
 
 def sample(args):
     backend.use(args.backend)
-    states, meta = checkpoint.load(args.checkpoint)
+    if not args.out.endswith(".png") or os.path.isdir(args.out):
+        raise ValueError(f"--out {args.out}: expected the path of a .png file to write")
+    states, meta = checkpoint.load_run(args.checkpoint)
     config = meta["config"]
     gan = models.build(config["model"], meta["data_shape"], **meta["model_options"])
     gan.generator.load_state_dict(states["generator"])
@@ -170,8 +215,6 @@ def sample(args):
                   else np.arange(args.n) % gan.num_classes)
         y = backend.to_device(labels)
     samples = runner.generate(gan, z, y)
-    folder = os.path.dirname(os.path.abspath(args.out))
-    os.makedirs(folder, exist_ok=True)
     title = f"{gan.name} samples" + (f", label {args.label}" if args.label is not None else "")
     if len(gan.data_shape) == 1:
         real, _ = data.TOY_DATASETS[config["data"]].sample(2500, np.random.default_rng(0))
@@ -180,12 +223,6 @@ def sample(args):
         rows = max(1, int(np.sqrt(args.n)))
         plots.save_image_grid(args.out, samples, rows, title)
     print(f"wrote {args.n} samples to {args.out}")
-
-
-def check_data_dir(folder):
-    """A --data-dir that does not exist fails at once, not after trying other places."""
-    if folder and not os.path.isdir(folder):
-        raise ValueError(f"--data-dir {folder}: no such folder")
 
 
 def evaluate(args):
@@ -228,7 +265,8 @@ def main(argv=None):
     try:
         COMMANDS[args.command](args)
     except (ValueError, KeyError, RuntimeError, OSError) as err:
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+        message = text.strip().splitlines()[0] if text.strip() else type(err).__name__
         print(f"tinygan {args.command}: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -3,7 +3,8 @@
 Image datasets are looked up in three places, in order:
 
 1. ``data_dir`` (the CLI's ``--data-dir``): the folder holding the ``*-ubyte.gz`` files, or
-   its parent holding ``mnist/``, ``fashion-mnist/`` or ``fashion-mnist-partial/``;
+   its parent holding ``mnist/``, ``fashion-mnist/`` or ``fashion-mnist-partial/`` (a
+   data_dir that is not a folder is an error, not skipped);
 2. the cache, ``cache_dir()/<name>/`` (``$TINYGAN_DATA``, else ``$XDG_CACHE_HOME/tinygan``,
    else ``~/.cache/tinygan``);
 3. the official mirrors, downloading into the cache. A download lands in a temporary file
@@ -11,7 +12,8 @@ Image datasets are looked up in three places, in order:
    holds a half-written or corrupted file.
 
 Local files are checked structurally (``read_idx``) but not by checksum, because partial
-copies (e.g. the first 4,443 Fashion-MNIST test images) are legitimate. Everything here runs
+copies (e.g. the first 4,443 Fashion-MNIST test images) are legitimate; labels that begin
+like the other dataset's official file are refused (``LABEL_SIGNATURES``). Everything here runs
 on the host with NumPy; ``batches`` moves each batch to the active backend once.
 """
 
@@ -29,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinygan import backend
+from tinygan import backend, files
 
 DATASETS = ("mnist", "fashion-mnist")
 SPLITS = ("train", "test", "all")
@@ -73,6 +75,13 @@ SUBFOLDERS = {
     "fashion-mnist": ("fashion-mnist", "fashion-mnist-partial"),
 }
 
+# First five labels of each official labels file. Both datasets use the same file names, so a
+# data_dir holding the other dataset's files is caught by its labels, not by its name.
+LABEL_SIGNATURES = {
+    "mnist": {"train": (5, 0, 4, 1, 9), "test": (7, 2, 1, 0, 4)},
+    "fashion-mnist": {"train": (9, 0, 0, 3, 0), "test": (9, 2, 1, 1, 6)},
+}
+
 DOWNLOAD_TIMEOUT_S = 30
 
 
@@ -93,8 +102,8 @@ def _read_bytes(path):
         return path.read_bytes()
     try:
         return gzip.decompress(path.read_bytes())
-    except gzip.BadGzipFile:
-        raise DataError(f"{path}: not a gzip file") from None
+    except gzip.BadGzipFile as err:  # the reason tells a wrong format from a failed CRC
+        raise DataError(f"{path}: not a valid gzip file ({err})") from None
     except EOFError:
         raise DataError(f"{path}: truncated gzip stream") from None
     except zlib.error as err:
@@ -148,7 +157,9 @@ def _read_pair(images_path, labels_path):
         raise DataError(
             f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels"
         )
-    if labels.size and labels.max() > 9:
+    if len(images) == 0:  # caught here, not later as a "zero-size array" deep in training
+        raise DataError(f"{images_path}: holds 0 images; expected at least one")
+    if labels.max() > 9:
         raise DataError(f"{labels_path}: label {labels.max()} outside 0..9")
     return images, labels.astype(np.int64)
 
@@ -214,9 +225,13 @@ def _md5(path):
 
 
 def _fetch(url, dest):
-    """Stream ``url`` into the open binary file ``dest``."""
-    request = urllib.request.Request(url, headers={"User-Agent": "tinygan"})
-    with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response:
+    """Stream ``url`` into the open binary file ``dest``; OSError when it cannot be fetched."""
+    try:
+        request = urllib.request.Request(url, headers={"User-Agent": "tinygan"})
+        response = urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S)
+    except ValueError as err:  # a malformed URL ("unknown url type"): skip it like a dead mirror
+        raise OSError(err) from None
+    with response:
         for chunk in iter(lambda: response.read(1 << 16), b""):
             dest.write(chunk)
 
@@ -227,12 +242,13 @@ def download_file(filename, md5, target_dir, mirrors):
     The bytes go to a hidden temporary file in ``target_dir`` (same file system, so the
     final ``os.replace`` is atomic); it becomes ``target_dir/filename`` only once its MD5
     equals ``md5``. A mismatch deletes it and raises ``DataError``: a mirror serving wrong
-    bytes is a problem to report, not to paper over. Returns the final path, or raises
-    ``OSError`` with the last mirror's error when none could be reached.
+    bytes is a problem to report, not to paper over. The final file gets the usual umask-based
+    mode (mkstemp's 0600 would hide a shared cache from other users). Returns the final path,
+    or raises ``OSError`` listing every mirror's error when none could be reached.
     """
     target_dir = Path(target_dir)
     target_dir.mkdir(parents=True, exist_ok=True)
-    last_error = OSError("no mirror configured")
+    errors = []
     for base in mirrors:
         url = base + filename
         fd, tmp = tempfile.mkstemp(prefix=f".{filename}.", suffix=".part", dir=target_dir)
@@ -246,14 +262,15 @@ def download_file(filename, md5, target_dir, mirrors):
                     f"{url}: MD5 {actual} does not match the published {md5}; "
                     "the download was deleted"
                 )
+            os.chmod(tmp, files.default_mode())  # mkstemp's 0o600 would hide it from others
             os.replace(tmp, target_dir / filename)
             return target_dir / filename
         except (OSError, http.client.HTTPException) as err:
-            last_error = OSError(f"{url}: {err}")  # unreachable or broken mirror: try the next
+            errors.append(f"{url}: {err}")  # unreachable or broken mirror: try the next
         finally:
             if os.path.exists(tmp):  # anything but success leaves no partial file behind
                 os.remove(tmp)
-    raise last_error
+    raise OSError("; ".join(errors) or "no mirror configured")
 
 
 def _download_split(name, split, mirrors):
@@ -267,6 +284,7 @@ def _download_split(name, split, mirrors):
                 download_file(filename, CHECKSUMS[name][filename], target, bases)
             except OSError as err:
                 reason = err
+                break  # the next file would wait on the same dead mirrors: give up now
     missing = [f for f in FILES[split] if not _file_in(target, f)]
     if missing:
         raise DataError(
@@ -289,9 +307,22 @@ def _missing_error(name, splits, data_dir):
     )
 
 
-def _load_split(split, paths, notes):
+def _check_identity(name, split, labels, labels_path):
+    """Refuse labels that begin like the other dataset's official file of the same split."""
+    other = next(d for d in DATASETS if d != name)
+    signature = LABEL_SIGNATURES[other][split]
+    if tuple(labels[: len(signature)].tolist()) == signature:
+        raise DataError(
+            f"{labels_path}: these are {other}'s labels, not {name}'s (they begin "
+            f"{', '.join(map(str, signature))} like {other}'s official {FILES[split][1]}); "
+            f"point data_dir (--data-dir) at the {name} files"
+        )
+
+
+def _load_split(name, split, paths, notes):
     """Read one split's files; notes a partial copy (fewer images than the official set)."""
     images, labels = _read_pair(*paths)
+    _check_identity(name, split, labels, paths[1])
     if len(images) < OFFICIAL_COUNTS[split]:
         notes.append(
             f"{paths[0]} holds {len(images):,} of the official {OFFICIAL_COUNTS[split]:,} "
@@ -313,6 +344,8 @@ def load_dataset(name, data_dir=None, split="train", download=True, *, mirrors=N
         raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    if data_dir is not None and not Path(data_dir).expanduser().is_dir():  # a typo, not a cache hit
+        raise DataError(f"data_dir {data_dir}: no such folder")
     wanted = ["train", "test"] if split == "all" else [split]
     found = {s: _find_split(name, s, data_dir) for s in FILES}
     notes = []
@@ -327,7 +360,7 @@ def load_dataset(name, data_dir=None, split="train", download=True, *, mirrors=N
         use = wanted
     if split == "all" and len(use) == 1:
         notes.append(f"only the {use[0]} split is present")
-    parts = [_load_split(s, found[s], notes) for s in use]
+    parts = [_load_split(name, s, found[s], notes) for s in use]
     if notes:
         warnings.warn(f"{name}: " + "; ".join(notes), stacklevel=2)
     images = np.concatenate([p[0] for p in parts])

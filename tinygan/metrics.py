@@ -31,7 +31,7 @@ import os
 
 import numpy as np
 
-from tinygan import backend, checkpoint, classifier, data, models, runner
+from tinygan import backend, checkpoint, classifier, data, files, models, runner
 
 TOY_SAMPLES = 2500  # the VEEGAN / PacGAN protocol
 IMAGE_SAMPLES = 2000  # default n for `tinygan eval` on images
@@ -225,7 +225,7 @@ def evaluate_for_training(gan, config, real, labels):
 
 def load_generator(path):
     """(gan with its trained generator, checkpoint meta) from a training checkpoint."""
-    states, meta = checkpoint.load(path)
+    states, meta = checkpoint.load_run(path)
     gan = models.build(meta["config"]["model"], meta["data_shape"], **meta["model_options"])
     gan.generator.load_state_dict(states["generator"])
     return gan, meta
@@ -255,7 +255,11 @@ def evaluate_checkpoint(path, classifier_path=None, n=None, data_dir=None, seed=
         report.update(evaluate_toy(gan, data.TOY_DATASETS[config["data"]], report["n"], seed))
         return report
     model, model_meta, model_path = find_classifier(config["data"], classifier_path)
-    real, _ = data.load_dataset(config["data"], data_dir or config.get("data_dir"), "train")
+    saved_dir = config.get("data_dir")
+    if data_dir is None and saved_dir and not os.path.isdir(saved_dir):
+        raise ValueError(f"the run's data folder {saved_dir} no longer exists; pass data_dir "
+                         "(--data-dir) with the real images")
+    real, _ = data.load_dataset(config["data"], data_dir or saved_dir, "train")
     report["n"] = n or IMAGE_SAMPLES
     report["classifier"] = {"path": model_path,
                             "heldout_accuracy": model_meta["heldout_accuracy"]}
@@ -286,7 +290,6 @@ def format_report(report):
 
 
 def write_json(path, report):
-    """Write the report as JSON (creating the folder)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
+    """Write the report as JSON (creating the folder), whole or not at all."""
+    with files.written_atomically(path) as tmp, open(tmp, "w") as f:
         json.dump(report, f, indent=1)

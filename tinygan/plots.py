@@ -6,6 +6,8 @@ matplotlib.use("Agg")  # files only: works on machines without a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from tinygan import files  # noqa: E402
+
 
 def image_grid(images, rows):
     """(N, C, H, W) in [-1, 1] -> one (rows*H, cols*W[, C]) image in [0, 1], row-major."""
@@ -33,7 +35,8 @@ def save_image_grid(path, images, rows, title=None, row_labels=None):
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path)
+    with files.written_atomically(path) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
 
 
@@ -49,7 +52,8 @@ def save_scatter(path, samples, real, title=None):
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path)
+    with files.written_atomically(path) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
 
 
@@ -82,5 +86,6 @@ def save_curves(path, history, metrics=None):
         ax.set_title("evaluation", fontsize=9)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path)
+    with files.written_atomically(path) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from tinygan import backend, checkpoint, data, models, plots
+from tinygan import backend, checkpoint, data, files, models, plots
 from tinygan.train import Trainer, Tricks, decay_scale
 
 TOY_SIZE = 10_000  # points drawn once per run from a 2-D mixture, then batched like images
@@ -132,7 +132,8 @@ class Progress:
         bar = "#" * int(24 * fraction)
         text = " ".join(f"{k} {v:.4f}" for k, v in losses.items())
         line = f"step {step}/{self.total} [{bar:<24}] {text} {images_per_second:,.0f} img/s"
-        self.stream.write(("\r" + line) if self.tty else line + "\n")
+        # on a terminal: back to the line's start, and erase what a longer line left there
+        self.stream.write(("\r" + line + "\x1b[K") if self.tty else line + "\n")
         if self.tty and step >= self.total:
             self.stream.write("\n")
         self.stream.flush()
@@ -164,7 +165,7 @@ def draw(out, gan, config, meta, real, z, y):
 
 def save_outputs(out, trainer, meta):
     """Write metrics.json and the checkpoint for the current step."""
-    with open(os.path.join(out, "metrics.json"), "w") as f:
+    with files.written_atomically(os.path.join(out, "metrics.json")) as tmp, open(tmp, "w") as f:
         json.dump({k: meta[k] for k in ("config", "step", "epoch", "time_s", "images_per_second",
                                         "eval", "history")}, f, indent=1)
     checkpoint.save(os.path.join(out, "checkpoint.npz"), trainer, meta)
@@ -189,6 +190,7 @@ def plan(config, n_samples, sample_shape):
 
 def run(config, resume=None, progress=True):
     """Train as ``config`` says (continuing ``resume`` if given); returns the final meta dict."""
+    files.check_writable(config.out, "output folder")  # before the work, not after it
     backend.use(config.backend)
     backend.seed(config.seed)
     real, labels, num_classes = load_training_data(config)
@@ -199,17 +201,20 @@ def run(config, resume=None, progress=True):
             "model_options": gan.options, "step": 0, "epoch": 0, "time_s": 0.0,
             "images_per_second": 0.0, "history": [], "eval": []}
     if resume:
-        states, saved = checkpoint.load(resume)
+        states, saved = checkpoint.load_run(resume)
         checkpoint.restore(trainer, states, saved)
         meta.update({k: saved[k] for k in ("step", "epoch", "time_s", "history", "eval")})
     z, y = fixed_inputs(trainer, config.seed)
-    os.makedirs(config.out, exist_ok=True)
     bar = Progress(total) if progress else None
     log_every = max(1, total // 200)  # keep ~200 points of loss history
     sums, counts = {}, {}  # device-side loss sums since the last log point
+    if resume:  # the checkpoint's unlogged sums: the next record is an uninterrupted run's
+        for k, (loss_sum, count) in saved.get("pending_losses", {}).items():
+            sums[k], counts[k] = loss_sum, count  # a float holds the float32 sum exactly
     needs_labels = gan.conditional_d or gan.class_head
     decay = config.decay_fraction(real.shape[1:])
     done = meta["step"]
+    nothing_to_do = done >= total
     start, first_step = time.perf_counter(), done
     last_drawn = -math.inf
 
@@ -241,9 +246,13 @@ def run(config, resume=None, progress=True):
         backend.set_rng_state(rng_state)
         if scores:
             meta["eval"].append({"step": done, "epoch": meta["epoch"], **scores})
+        meta["pending_losses"] = {k: [float(v), counts[k]] for k, v in sums.items()}
         save_outputs(config.out, trainer, meta)
         if done == total or time.perf_counter() - last_drawn >= DRAW_EVERY_S:
             draw(config.out, gan, config, meta, real, z, y)
             last_drawn = time.perf_counter()
         start, first_step = time.perf_counter(), done  # evaluation and saving are not timed
+    if nothing_to_do:  # resumed at its end: no step to take, but config.out gets the outputs
+        save_outputs(config.out, trainer, meta)
+        draw(config.out, gan, config, meta, real, z, y)
     return meta

@@ -30,7 +30,8 @@ class Tricks:
 
     label_smoothing: real targets become 1 - s (one-sided: fake targets stay 0).
     label_noise:     targets jitter uniformly by up to +-n (real 1 - n..1, fake 0..n).
-    flip_labels:     each D target is flipped (real <-> fake) with this probability.
+    flip_labels:     each D target t becomes 1 - t with this probability, after the
+                     smoothing and noise (so a flipped smoothed real target is s, not 0).
     instance_noise:  Gaussian noise of this std is added to every input D sees.
     minimax:         G minimises log(1 - D(G(z))) (the paper's game) instead of the
                      non-saturating -log D(G(z)), whose gradient does not vanish early on.
@@ -61,10 +62,16 @@ class Trainer:
     def __init__(self, gan, lr=None, tricks=None):
         backend.keep_freed_memory()  # the same arrays every step: reuse, no page faults
         self.gan, self.tricks = gan, tricks or Tricks()
+        target_tricks = [name for name in ("label_smoothing", "label_noise", "flip_labels",
+                                           "minimax") if getattr(self.tricks, name)]
+        if gan.objective == "wasserstein" and target_tricks:
+            raise ValueError(f"{', '.join(target_tricks)}: these change the BCE targets or "
+                             "loss, and the WGAN critic has neither (instance_noise applies)")
         self.g_opt, self.d_opt = gan.make_optimizers(lr)
         self.base_lr = (self.g_opt.lr, self.d_opt.lr)
         self.step_count = 0
-        self.dtype = xp.float32
+        _, module, key = next(gan.generator.parameters())
+        self.dtype = module.params[key].dtype  # of the noise: float32, or float64 to check
 
     def scale_lr(self, scale):
         """Set both optimizers' learning rates to ``scale`` times their initial values."""
@@ -166,8 +173,8 @@ class Trainer:
         would make the GPU wait and copy to the host every step, so callers convert
         only when they log.
         """
-        self.step_count += 1
         result = {"d_loss": self.discriminator_step(real, labels)}
+        self.step_count += 1  # after the D update: a step that raised does not count
         if self.step_count % self.gan.n_critic == 0:
             result["g_loss"] = self.generator_step(real.shape[0])
         return result

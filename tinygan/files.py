@@ -1,0 +1,52 @@
+"""Writing output files whole or not at all.
+
+A file written in place and interrupted (a full disk, a size limit, Ctrl-C) is left
+half-written, and a half-written metrics.json or checkpoint replaces a good one. So every
+output is written to a temporary file in the same folder and renamed over its target:
+``os.replace`` within one file system is atomic, and readers see the old file or the
+new one, never a mix.
+"""
+
+import os
+import tempfile
+from contextlib import contextmanager
+
+
+def default_mode():
+    """The mode open() gives a new file: 0o666 less the umask (mkstemp's files are 0o600,
+    which would hide checkpoints and cached downloads from the other users of a folder)."""
+    umask = os.umask(0)  # the only way to read it is to set it: put it straight back
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextmanager
+def written_atomically(path):
+    """Yield a temporary path beside ``path`` to write; on success it becomes ``path``.
+
+    The folder is created if needed. On any error the temporary file is removed and
+    ``path`` keeps its old content.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
+    os.close(fd)
+    try:
+        yield tmp
+        os.chmod(tmp, default_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def check_writable(folder, what):
+    """Create ``folder`` and make sure a file can be written there, before hours of work
+    whose results would be lost; a one-line OSError naming ``what`` otherwise."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise OSError(f"{what} {folder}: not writable ({err.strerror or err})") from None
