@@ -198,18 +198,15 @@ def test_runner_resume_is_bit_exact(tmp_path, options):
                             tmp_path / "split" / "checkpoint.npz", split_at=N)
 
 
-def test_interrupted_run_with_lr_decay_resumes_bit_exact(tmp_path, monkeypatch):
-    """A run stopped by Ctrl-C after step N resumes from its last epoch-end checkpoint
-    (step 10) and, with the same length, ends exactly where the uninterrupted run ends."""
-    def config(out):
-        return runner.RunConfig(model="gan", data="ring", steps=2 * N, batch_size=1000,
-                                lr_decay=0.5, seed=3, out=str(tmp_path / out))
-
+def interrupted_and_resumed(tmp_path, monkeypatch, config, stop_at):
+    """Run ``config("whole")`` through; run ``config("split")`` until Ctrl-C just before
+    step ``stop_at`` and resume it from its last (epoch-end) checkpoint.
+    Returns (the whole run's meta, the resumed run's meta, the step the checkpoint held)."""
     whole = runner.run(config("whole"), progress=False)
     real_step = Trainer.step
 
     def step_then_interrupt(trainer, *args):
-        if trainer.step_count == N:
+        if trainer.step_count == stop_at:
             raise KeyboardInterrupt
         return real_step(trainer, *args)
 
@@ -218,10 +215,22 @@ def test_interrupted_run_with_lr_decay_resumes_bit_exact(tmp_path, monkeypatch):
         runner.run(config("split"), progress=False)
     monkeypatch.undo()
     saved = str(tmp_path / "split" / "checkpoint.npz")
-    assert checkpoint.load(saved)[1]["step"] == 10
-    resumed = runner.run(config("split"), resume=saved, progress=False)
+    saved_step = checkpoint.load(saved)[1]["step"]
+    return whole, runner.run(config("split"), resume=saved, progress=False), saved_step
+
+
+def test_interrupted_run_with_lr_decay_resumes_bit_exact(tmp_path, monkeypatch):
+    """A run stopped by Ctrl-C after step N resumes from its last epoch-end checkpoint
+    (step 10) and, with the same length, ends exactly where the uninterrupted run ends."""
+    def config(out):
+        return runner.RunConfig(model="gan", data="ring", steps=2 * N, batch_size=1000,
+                                lr_decay=0.5, seed=3, out=str(tmp_path / out))
+
+    whole, resumed, saved_step = interrupted_and_resumed(tmp_path, monkeypatch, config, N)
+    assert saved_step == 10
     assert whole["history"] == resumed["history"]
-    assert_same_checkpoints(tmp_path / "whole" / "checkpoint.npz", saved, split_at=None)
+    assert_same_checkpoints(tmp_path / "whole" / "checkpoint.npz",
+                            tmp_path / "split" / "checkpoint.npz", split_at=None)
 
 
 def test_resume_between_history_records_keeps_the_history(tmp_path, monkeypatch):
@@ -232,21 +241,8 @@ def test_resume_between_history_records_keeps_the_history(tmp_path, monkeypatch)
         return runner.RunConfig(model="gan", data="ring", steps=400, batch_size=90,
                                 seed=3, evaluate=False, out=str(tmp_path / out))
 
-    whole = runner.run(config("whole"), progress=False)
-    real_step = Trainer.step
-
-    def step_then_interrupt(trainer, *args):
-        if trainer.step_count == 115:
-            raise KeyboardInterrupt
-        return real_step(trainer, *args)
-
-    monkeypatch.setattr(Trainer, "step", step_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        runner.run(config("split"), progress=False)
-    monkeypatch.undo()
-    saved = str(tmp_path / "split" / "checkpoint.npz")
-    assert checkpoint.load(saved)[1]["step"] == 111
-    resumed = runner.run(config("split"), resume=saved, progress=False)
+    whole, resumed, saved_step = interrupted_and_resumed(tmp_path, monkeypatch, config, 115)
+    assert saved_step == 111
     assert [r["step"] for r in whole["history"][55:57]] == [112, 114]
     assert whole["history"] == resumed["history"]
 
