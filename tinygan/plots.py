@@ -9,6 +9,17 @@ import numpy as np  # noqa: E402
 from tinygan import files  # noqa: E402
 
 
+def save_figure(fig, path):
+    """Lay out and write ``fig`` to ``path`` whole or not at all, then free it (also when
+    the write fails: pyplot keeps every open figure alive)."""
+    try:
+        fig.tight_layout()
+        with files.written_atomically(path) as tmp:
+            fig.savefig(tmp)
+    finally:
+        plt.close(fig)
+
+
 def image_grid(images, rows):
     """(N, C, H, W) in [-1, 1] -> one (rows*H, cols*W[, C]) image in [0, 1], row-major."""
     images = np.asarray(images)
@@ -34,10 +45,7 @@ def save_image_grid(path, images, rows, title=None, row_labels=None):
         ax.set_yticks([])
     if title:
         ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    with files.written_atomically(path) as tmp:
-        fig.savefig(tmp)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def save_scatter(path, samples, real, title=None):
@@ -51,10 +59,7 @@ def save_scatter(path, samples, real, title=None):
               frameon=False)
     if title:
         ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    with files.written_atomically(path) as tmp:
-        fig.savefig(tmp)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def save_curves(path, history, metrics=None):
@@ -85,7 +90,4 @@ def save_curves(path, history, metrics=None):
         ax.set_xlabel("step")
         ax.set_title("evaluation", fontsize=9)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    with files.written_atomically(path) as tmp:
-        fig.savefig(tmp)
-    plt.close(fig)
+    save_figure(fig, path)

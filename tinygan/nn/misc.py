@@ -13,6 +13,7 @@ class Dropout(Module):
 
     Scaling by 1/(1-p) keeps E[y] = x, so eval mode is the identity.
     Backward: y is linear in x with the same mask, so dx = dout * mask / (1 - p).
+    p = 1 (allowed, as in torch) drops every value: y = 0 and dx = 0.
     """
 
     def __init__(self, p=0.5):
