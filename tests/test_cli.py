@@ -14,11 +14,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import cupy_works
 from http_server import closed_port_url
 
-from tinygan import cli, data
+from tinygan import checkpoint, cli, data
 
 OUTPUTS = {"samples.png", "losses.png", "metrics.json", "checkpoint.npz"}
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -123,6 +124,23 @@ def test_tricks_reach_the_run_config(tmp_path, capsys):
                       "z_dim": 3, "seed": 7}
 
 
+def test_fake_class_loss_turns_on_the_papers_acgan(tmp_path, capsys, monkeypatch):
+    """--fake-class-loss reaches the trainer and the saved settings; other models refuse it."""
+    built = []
+    build_trainer = cli.runner.build_trainer
+    monkeypatch.setattr(cli.runner, "build_trainer",
+                        lambda *a: built.append(build_trainer(*a)) or built[-1])
+    code, _, _ = run(capsys, "train", "--model", "acgan", "--steps", 1, "--batch-size", 500,
+                     "--out", tmp_path / "on", "--quiet", "--fake-class-loss")
+    assert code == 0 and built[-1].gan.d_class_loss_on_fake
+    assert json.loads((tmp_path / "on" / "metrics.json").read_text())["config"]["fake_class_loss"]
+    assert run(capsys, "train", "--model", "acgan", "--steps", 1, "--batch-size", 500,
+               "--out", tmp_path / "off", "--quiet")[0] == 0
+    assert not built[-1].gan.d_class_loss_on_fake
+    assert_one_line_error(capsys, "train", "--model", "wgan", "--fake-class-loss", "--steps", 1,
+                          "--out", tmp_path / "wgan", match="applies to acgan only")
+
+
 def test_progress_bar_without_a_terminal_prints_lines(tmp_path, capsys):
     code, _, err = run(capsys, "train", "--steps", 20, "--batch-size", 500, "--out", tmp_path)
     assert code == 0
@@ -151,6 +169,23 @@ def test_resume_refuses_settings_it_would_ignore(tmp_path, capsys):
     # the same values as saved are fine
     assert run(capsys, "train", "--resume", saved, "--model", "gan", "--batch-size", 1000,
                "--steps", 3, "--quiet")[0] == 0
+
+
+def test_resume_of_a_run_saved_before_a_setting_existed(tmp_path, capsys):
+    """A checkpoint whose saved settings lack a newer field resumes with that field's default
+    (what the run used), instead of failing with a KeyError."""
+    assert run(capsys, "train", "--steps", 2, "--batch-size", 1000, "--out", tmp_path,
+               "--quiet")[0] == 0
+    saved = tmp_path / "checkpoint.npz"
+    with np.load(saved) as f:
+        arrays = dict(f)
+    meta = json.loads(str(arrays.pop("meta")))
+    del meta["config"]["fake_class_loss"]
+    checkpoint.save_npz_atomic(saved, arrays, meta)
+    assert_one_line_error(capsys, "train", "--resume", saved, "--fake-class-loss",
+                          match="--fake-class-loss True differs from the resumed run's False")
+    assert run(capsys, "train", "--resume", saved, "--steps", 3, "--quiet")[0] == 0
+    assert json.loads((tmp_path / "metrics.json").read_text())["config"]["fake_class_loss"] is False
 
 
 def test_resume_works_from_another_folder(tmp_path, capsys, monkeypatch):

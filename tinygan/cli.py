@@ -5,6 +5,7 @@ an unavailable backend) ends as one line on stderr and a non-zero exit status.
 """
 
 import argparse
+import dataclasses
 import math
 import os
 import sys
@@ -91,6 +92,9 @@ def add_train_parser(sub):
     tricks.add_argument("--g-dropout", type=probability)
     tricks.add_argument("--minimax", action="store_true", default=None,
                         help="G minimises log(1 - D(G(z))) instead of the non-saturating loss")
+    tricks.add_argument("--fake-class-loss", action="store_true", default=None,
+                        help="acgan: D's class head also fits fakes to the labels they were "
+                             "drawn for (the paper's L_C; default: real images only)")
     p.add_argument("--no-eval", action="store_true", help="skip per-epoch evaluation metrics")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -145,7 +149,7 @@ def add_classifier_parser(sub):
 # RunConfig fields that the train command's flags set, and those a resumed run may change
 RUN_FLAGS = ("model", "data", "data_dir", "epochs", "steps", "batch_size", "lr", "lr_decay",
              "backend", "seed", "z_dim", "g_dropout", "label_smoothing", "label_noise",
-             "flip_labels", "instance_noise", "minimax")
+             "flip_labels", "instance_noise", "minimax", "fake_class_loss")
 CHANGEABLE_ON_RESUME = ("epochs", "steps", "backend", "data_dir")
 
 
@@ -161,7 +165,9 @@ def resumed_fields(given, path):
     Any other flag that disagrees with the saved run is refused rather than ignored: the
     weights, optimizer state and schedule in the checkpoint belong to those settings.
     """
-    saved = checkpoint.load_run(path)[1]["config"]
+    # a setting added after the run was saved takes its default, which is what the run used
+    defaults = {f.name: f.default for f in dataclasses.fields(runner.RunConfig)}
+    saved = {**defaults, **checkpoint.load_run(path)[1]["config"]}
     for name, value in given.items():
         if value is not None and name not in CHANGEABLE_ON_RESUME and value != saved[name]:
             flag = "--" + name.replace("_", "-")

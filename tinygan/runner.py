@@ -51,6 +51,7 @@ class RunConfig:
     flip_labels: float = 0.0
     instance_noise: float = 0.0
     minimax: bool = False
+    fake_class_loss: bool = False  # AC-GAN only: D's class head also fits fakes (the paper's L_C)
     evaluate: bool = True  # per-epoch metrics (tinygan.metrics) when available
 
     def decay_fraction(self, sample_shape):
@@ -80,6 +81,11 @@ def load_training_data(config):
 
 def build_trainer(config, data_shape, num_classes):
     gan = models.build(config.model, data_shape, num_classes, config.z_dim, config.g_dropout)
+    if config.fake_class_loss:
+        if not gan.class_head:
+            raise ValueError(f"fake_class_loss (--fake-class-loss) applies to acgan only, whose "
+                             f"discriminator has a class head; got model {config.model!r}")
+        gan.d_class_loss_on_fake = True
     return Trainer(gan, lr=config.lr, tricks=config.tricks())
 
 
