@@ -10,14 +10,16 @@ import gzip
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from helpers import cupy_works
-from http_server import closed_port_url
+from http_server import closed_port_url, serve_stalled_download
 
 from tinygan import checkpoint, cli, data
 
@@ -410,3 +412,24 @@ def test_python_dash_m_entry_point(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "tinygan", "train", "--model", "vae"],
                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert bad.returncode == 2 and len(bad.stderr.splitlines()) == 1
+
+
+def test_sigterm_during_a_download_leaves_no_partial_file(tmp_path):
+    """``kill`` ends the command like Ctrl-C: one line, exit status 143, and the half-fetched
+    file in the cache is removed (by default SIGTERM would end Python without unwinding)."""
+    cache = tmp_path / "cache"
+    with serve_stalled_download() as url:
+        env = {**os.environ, "PYTHONPATH": str(REPO), "TINYGAN_DATA": str(cache),
+               "TINYGAN_MIRROR": url, "OPENBLAS_NUM_THREADS": "1"}
+        proc = subprocess.Popen([sys.executable, "-m", "tinygan", "classifier", "train",
+                                 "--data", "mnist"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+        deadline = time.monotonic() + 60
+        while not list(cache.glob("mnist/.*.part")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert err.splitlines()[-1] == "tinygan: terminated"
+    assert list((cache / "mnist").iterdir()) == []

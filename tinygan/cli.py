@@ -8,7 +8,9 @@ import argparse
 import dataclasses
 import math
 import os
+import signal
 import sys
+import threading
 import warnings
 
 import numpy as np
@@ -256,7 +258,28 @@ def show_warning(message, category, filename, lineno, file=None, line=None):
 COMMANDS = {"train": train, "sample": sample, "eval": evaluate, "classifier": classifier_command}
 
 
+class Terminated(BaseException):
+    """Raised by SIGTERM, like KeyboardInterrupt by Ctrl-C: a BaseException, so no ``except
+    Exception`` swallows it, and the stack unwinds through every ``finally``."""
+
+
+def raise_terminated(signum, frame):
+    raise Terminated
+
+
 def main(argv=None):
+    """Run the command; SIGTERM (``kill``, a job scheduler's stop) ends it as Ctrl-C does,
+    so a half-downloaded or half-written file is removed instead of left behind."""
+    if threading.current_thread() is not threading.main_thread():  # only it gets signals
+        return run_command(argv)
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        return run_command(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_command(argv):
     parser = Parser(prog="tinygan", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     add_train_parser(sub)
@@ -278,4 +301,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("tinygan: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("tinygan: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     return 0
