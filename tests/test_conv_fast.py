@@ -175,6 +175,19 @@ def test_outputs_and_input_gradients_are_batch_last_views(which):
     assert xp.shares_memory(nn.conv.to_chwn(out), out)  # no copy on the way in
 
 
+@pytest.mark.parametrize("make", [nn.ReLU, lambda: nn.LeakyReLU(0.2), nn.Tanh,
+                                  lambda: nn.Dropout(0.5), lambda: nn.BatchNorm2d(4)])
+def test_layers_between_convolutions_keep_the_batch_last_layout(make):
+    """An activation, Dropout or BatchNorm between two convolutions returns (and sends
+    back) arrays in the layout it was given, so neither convolution has to copy."""
+    layer = make().astype(xp.float64)
+    a = backend.to_device(host_rng(4).standard_normal((4, 3, 3, 5)))  # (C, H, W, N) memory
+    out = layer.forward(nn.conv.to_nchw(a))
+    dx = layer.backward(nn.conv.to_nchw(xp.ones_like(a)))
+    assert xp.shares_memory(nn.conv.to_chwn(out), out)
+    assert xp.shares_memory(nn.conv.to_chwn(dx), dx)
+
+
 @pytest.mark.parametrize("which", [0, 1])
 def test_any_input_layout_gives_the_same_result(which):
     layer = layer_pair()[which]

@@ -67,10 +67,11 @@ def trace_sqrt_product(s1, s2):
     """tr (S1 S2)^(1/2) for symmetric PSD S1, S2, without ever taking the root of a
     non-symmetric matrix.
 
-    S1 S2 is not symmetric, but it is similar to M = S1^(1/2) S2 S1^(1/2):
-        S1 S2 = S1^(1/2) M S1^(-1/2),
-    so both have the same eigenvalues, and M is symmetric PSD, so eigh applies. The trace
-    of the square root is the sum of the square roots of those eigenvalues.
+    S1 S2 is not symmetric, but it has the eigenvalues of M = S1^(1/2) S2 S1^(1/2): with
+    X = S1^(1/2) and Y = S1^(1/2) S2, S1 S2 = XY and M = YX, and XY and YX always share
+    their eigenvalues (even when S1 is singular, as with dead classifier features). M is
+    symmetric PSD, so eigh applies. The trace of the square root is the sum of the square
+    roots of those eigenvalues.
     """
     r = sqrtm_psd(s1)
     m = r @ s2 @ r

@@ -28,8 +28,7 @@ class LeakyReLU(Module):
     dx = dout * s are single products (exactly x and a*x, dout and a*dout). For the
     usual 0 <= a <= 1, s is built as maximum([x > 0], a) from the 0/1 float array
     [x > 0], because NumPy's ``where`` is an order of magnitude slower than arithmetic
-    on large float arrays (and mixing the bool array into ``maximum`` directly is 2.5x
-    slower than converting it first).
+    on large float arrays.
     """
 
     def __init__(self, negative_slope=0.01):

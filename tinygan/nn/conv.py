@@ -17,8 +17,8 @@ again a view). Why batch last:
 - a (C, H, W, N) array *is* the (C, H*W*N) matrix the products below multiply, so
   going between arrays and matrices is a reshape, never a transposing copy;
 - im2col and col2im move, for every channel, kernel offset and pixel, a contiguous run
-  of N values. In the (N, C, H, W) layout the runs are Wo values apart by sw (7 values
-  two apart in the DCGAN), and the per-run overhead dominates;
+  of N values. In the (N, C, H, W) layout the runs are only Wo values long, each value
+  sw apart (7 values, two apart, in the DCGAN), and the per-run overhead dominates;
 - the (C, H, W, N) layout works as well for one channel (the image) as for many.
 
 im2col unrolls every kh x kw window of the zero-padded input xpad (C, Hp, Wp, N) into
@@ -196,7 +196,7 @@ class Conv2d(Module):
     lines. Each cols[k, p] is a copy of one input pixel, so its gradient dcols[k, p] =
     sum_f W2[f, k] G2[f, p] flows back to that pixel and adds up over the windows that
     copied it: dx is col2im (the adjoint of the copy) of dcols. A frozen layer
-    (requires_grad_(False)) skips dweight and dbias, one product fewer; after
+    (requires_grad_(False)) skips dweight and dbias, two products fewer; after
     input_grad_(False) (the input is data) dcols and col2im are skipped.
     """
 
@@ -280,7 +280,7 @@ class ConvTranspose2d(Module):
     Backward runs the same Conv2d forward: with dcols = im2col(pad(dL/dout)),
         dx      = W2 @ dcols            (C_in, H*W*N) = (C_in, H, W, N) batch last
         dweight = x2 @ dcols^T          (C_in, C_out*kh*kw)
-        dbias   = dL/dout summed over N, H, W.
+        dbias   = dL/dout summed over N, Ho, Wo.
     (cols = W2^T x2 is the Dense rule again, with gradient dcols = im2col(pad(dL/dout))
     because im2col is the adjoint of col2im and padding the adjoint of cropping; then
     dx2 = W2 dcols and dW2 = x2 dcols^T.) The costs mirror Conv2d's exactly: one

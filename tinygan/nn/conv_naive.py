@@ -77,7 +77,8 @@ def conv_transpose2d_naive_backward(x, weight, dout, stride=(1, 1), padding=(0, 
     The forward added x[n, c, i, j] * weight[c] onto full[n, :, window(i, j)] and cropped
     full to the output, so the gradient of full is dout with the cropped border put back
     as zeros, and each input pixel gets dx[n, c, i, j] = sum(dfull[n, :, window] * weight[c]),
-    dweight[c] += x[n, c, i, j] * dfull[n, :, window]; dbias sums dout over n, h, w."""
+    dweight[c] += x[n, c, i, j] * dfull[n, :, window]; dbias sums dout over
+    the batch and the output pixels."""
     n, c, h, w = x.shape
     _, f, kh, kw = weight.shape
     (sh, sw), (ph, pw), (oph, opw) = stride, padding, output_padding

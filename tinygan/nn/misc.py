@@ -29,10 +29,14 @@ class Dropout(Module):
         if not self.training or self.p == 0:
             self.cache = None
             return x
-        keep = backend.rng().random(x.shape, dtype=x.dtype) >= self.p
+        draws = backend.rng().random(x.shape, dtype=x.dtype)
+        # the mask takes x's memory order (empty_like), so y and dx keep the batch-last
+        # layout a convolution handed over (tinygan.nn.conv) instead of coming back NCHW
+        mask = xp.greater_equal(draws, self.p, out=xp.empty_like(x))  # 1 = keep, 0 = drop
         # p = 1 drops everything (as torch): the mask is all zero, with nothing to rescale
-        self.cache = keep * x.dtype.type(1 / (1 - self.p) if self.p < 1 else 0)
-        return x * self.cache
+        mask *= x.dtype.type(1 / (1 - self.p) if self.p < 1 else 0)
+        self.cache = mask
+        return x * mask
 
     def backward(self, dout):
         return dout if self.cache is None else dout * self.cache

@@ -8,7 +8,8 @@ class _BatchNorm(Module):
     """y = gamma * xhat + beta,  xhat = (x - mu) / sqrt(var + eps), per channel c.
 
     In training mode mu and var are the mean and biased variance of channel c over
-    the m = N (*H*W) values it has in the batch, and the running statistics move as
+    the m values it has in the batch (m = N*H*W for (N, C, H, W) inputs, N*L for
+    (N, C, L), N for (N, C)), and the running statistics move as
     torch does: running = (1 - momentum) * running + momentum * batch_stat, with the
     *unbiased* variance (var * m / (m - 1)) going into running_var; momentum=None
     uses 1/k for the k-th batch, the cumulative average. In eval mode
