@@ -11,7 +11,7 @@ import os
 import numpy as np
 import pytest
 
-from tinygan import backend, checkpoint, cli, models, runner
+from tinygan import backend, checkpoint, cli, files, models, runner
 from tinygan.train import Trainer, Tricks
 
 
@@ -143,6 +143,14 @@ def test_save_leaves_no_temporary_files(tmp_path):
     for _ in range(2):  # a first write and an overwrite
         checkpoint.save(tmp_path / "ck.npz", trainer, {})
     assert os.listdir(tmp_path) == ["ck.npz"]
+
+
+def test_an_unwritable_destination_is_named_not_the_temporary_file(tmp_path):
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where a folder should be\n")
+    with pytest.raises(OSError, match=f"^cannot write {blocked / 'ck.npz'}: "):
+        with files.written_atomically(blocked / "ck.npz"):
+            pass
 
 
 @pytest.mark.parametrize("error", [OSError("disk full"), KeyboardInterrupt()])

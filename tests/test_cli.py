@@ -10,6 +10,7 @@ import gzip
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import pytest
 from helpers import cupy_works
 from http_server import closed_port_url, serve_stalled_download
 
+import tinygan
 from tinygan import checkpoint, cli, data
 
 OUTPUTS = {"samples.png", "losses.png", "metrics.json", "checkpoint.npz"}
@@ -165,9 +167,11 @@ def test_resume_refuses_settings_it_would_ignore(tmp_path, capsys):
                "--quiet")[0] == 0
     saved = tmp_path / "checkpoint.npz"
     assert_one_line_error(capsys, "train", "--resume", saved, "--model", "wgan",
-                          match="--model wgan differs from the resumed run's gan")
+                          match="--model wgan: the resumed run used gan, and a resumed run keeps")
     assert_one_line_error(capsys, "train", "--resume", saved, "--lr", "0.5",
-                          match="--lr 0.5 differs from the resumed run's default")
+                          match="--lr 0.5: the resumed run used the default,")
+    assert_one_line_error(capsys, "train", "--resume", saved, "--minimax",
+                          match="--minimax: the resumed run ran without it,")
     # the same values as saved are fine
     assert run(capsys, "train", "--resume", saved, "--model", "gan", "--batch-size", 1000,
                "--steps", 3, "--quiet")[0] == 0
@@ -185,9 +189,51 @@ def test_resume_of_a_run_saved_before_a_setting_existed(tmp_path, capsys):
     del meta["config"]["fake_class_loss"]
     checkpoint.save_npz_atomic(saved, arrays, meta)
     assert_one_line_error(capsys, "train", "--resume", saved, "--fake-class-loss",
-                          match="--fake-class-loss True differs from the resumed run's False")
+                          match="--fake-class-loss: the resumed run ran without it")
     assert run(capsys, "train", "--resume", saved, "--steps", 3, "--quiet")[0] == 0
     assert json.loads((tmp_path / "metrics.json").read_text())["config"]["fake_class_loss"] is False
+
+
+def test_resume_writes_beside_the_checkpoint(tmp_path, capsys):
+    """A copy of a checkpoint resumed in another folder writes there: the run it was copied
+    from is left alone."""
+    assert run(capsys, "train", "--steps", 2, "--batch-size", 1000, "--out", tmp_path / "a",
+               "--quiet")[0] == 0
+    original = (tmp_path / "a" / "checkpoint.npz").read_bytes()
+    (tmp_path / "b").mkdir()
+    shutil.copy(tmp_path / "a" / "checkpoint.npz", tmp_path / "b" / "copy.npz")
+    assert run(capsys, "train", "--resume", tmp_path / "b" / "copy.npz", "--steps", 4,
+               "--quiet")[0] == 0
+    assert (tmp_path / "a" / "checkpoint.npz").read_bytes() == original
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["step"] == 4
+
+
+def test_resume_with_a_shorter_length_is_refused(tmp_path, capsys):
+    assert run(capsys, "train", "--steps", 4, "--batch-size", 1000, "--out", tmp_path,
+               "--quiet")[0] == 0
+    assert_one_line_error(capsys, "train", "--resume", tmp_path / "checkpoint.npz", "--steps", 2,
+                          match="the resumed run is at step 4, past the 2 steps asked for")
+
+
+@pytest.mark.parametrize("stop_at, note", [
+    (5, "stopped at step 4 of 30; no checkpoint yet (one is saved at the end of every epoch)"),
+    (15, "stopped at step 14 of 30; the checkpoint of step 10 is {out}/checkpoint.npz "
+         "(--resume it to go on)"),
+])
+def test_ctrl_c_says_where_training_stopped(tmp_path, capsys, monkeypatch, stop_at, note):
+    """An epoch is 10 steps here; Ctrl-C comes during step ``stop_at``."""
+    step, calls = cli.runner.Trainer.step, []
+
+    def step_then_interrupt(trainer, *args):
+        calls.append(1)
+        if len(calls) == stop_at:
+            raise KeyboardInterrupt
+        return step(trainer, *args)
+
+    monkeypatch.setattr(cli.runner.Trainer, "step", step_then_interrupt)
+    code, _, err = run(capsys, "train", "--steps", 30, "--batch-size", 1000, "--out", tmp_path,
+                       "--quiet")
+    assert code == 130 and err == [f"tinygan: interrupted; {note.format(out=tmp_path)}"]
 
 
 def test_resume_works_from_another_folder(tmp_path, capsys, monkeypatch):
@@ -280,6 +326,11 @@ def test_help_exits_zero(capsys):
     assert "--model" in capsys.readouterr().out
 
 
+def test_version(capsys):
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out == f"tinygan {tinygan.__version__}\n"
+
+
 # -- expected failures: one line on stderr, non-zero exit ----------------------------------------
 
 
@@ -303,6 +354,13 @@ def test_help_exits_zero(capsys):
     (["train", "--lr", "nan"], "argument --lr: must be a positive number, got nan"),
     (["train", "--backend", "tpu"], "invalid choice: 'tpu'"),
     (["sample"], "the following arguments are required: --checkpoint"),
+    (["eval", "--checkpoint", "c.npz", "--n", "1"], "argument --n: must be an integer >= 2, got 1"),
+    # a misspelt flag is reported by its command, whose --help lists the right ones
+    (["train", "--stpes", "5"], "tinygan train: error: unrecognized arguments: --stpes 5 "
+                                "(see tinygan train --help)"),
+    (["classifier", "train", "--data", "mnist", "--epohcs", "2"],
+     "tinygan classifier train: error: unrecognized arguments: --epohcs 2 "
+     "(see tinygan classifier train --help)"),
 ])
 def test_bad_arguments(capsys, argv, match):
     code, _, err = run(capsys, *argv)
@@ -372,6 +430,69 @@ def test_corrupt_checkpoint(tmp_path, capsys, bad_checkpoints):
         assert_one_line_error(capsys, "train", "--resume", path,
                               match=f"tinygan train: error: checkpoint {path}")
     assert not (tmp_path / "s.png").exists()
+
+
+def test_checkpoint_mistakes_are_named(tmp_path, capsys):
+    """A folder, a text file, a classifier: each is named for what it is."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    assert_one_line_error(capsys, "train", "--resume", folder,
+                          match=f"checkpoint {folder} is a folder; expected the .npz file "
+                                f"(e.g. {folder / 'checkpoint.npz'})")
+    text = tmp_path / "text.npz"
+    text.write_text("hello\n")
+    code, _, err = run(capsys, "sample", "--checkpoint", text, "--out", tmp_path / "s.png")
+    assert code == 1 and "(not a zip archive)" in err[0] and "pickle" not in err[0], err
+    other = tmp_path / "classifier.npz"
+    checkpoint.save_npz_atomic(other, {"net/body.0.weight": np.zeros(2)},
+                               {"kind": "tinygan-classifier"})
+    assert_one_line_error(capsys, "sample", "--checkpoint", other, "--out", tmp_path / "s.png",
+                          match="this is a tinygan-classifier file, not a GAN checkpoint")
+
+
+def test_sample_and_eval_check_their_output_before_working(tmp_path, capsys, monkeypatch):
+    assert run(capsys, "train", "--steps", 1, "--batch-size", 500, "--out", tmp_path / "run",
+               "--quiet")[0] == 0
+    saved = tmp_path / "run" / "checkpoint.npz"
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where a folder should be\n")
+    monkeypatch.setattr(cli.runner, "generate", lambda *a: pytest.fail("sampled first"))
+    assert_one_line_error(capsys, "sample", "--checkpoint", saved, "--out", blocked / "s.png",
+                          match=f"--out folder {blocked}: not writable")
+    monkeypatch.setattr(cli.metrics, "evaluate_checkpoint", lambda *a: pytest.fail("scored first"))
+    assert_one_line_error(capsys, "eval", "--checkpoint", saved, "--out", blocked / "e.json",
+                          match=f"folder of the report {blocked}: not writable")
+
+
+def test_classifier_names_the_cache_when_no_out_was_given(tmp_path, capsys, data_dir,
+                                                          monkeypatch):
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache folder should be\n")
+    monkeypatch.setenv("TINYGAN_DATA", str(blocked))
+    assert_one_line_error(capsys, "classifier", "train", "--data", "mnist", "--data-dir", data_dir,
+                          match=f"cache folder {blocked}: not writable")
+
+
+def test_eval_refuses_a_classifier_for_points(tmp_path, capsys):
+    """2-D runs are scored by mode coverage; a --classifier is refused, not ignored."""
+    assert run(capsys, "train", "--steps", 1, "--batch-size", 500, "--out", tmp_path,
+               "--quiet")[0] == 0
+    assert_one_line_error(capsys, "eval", "--checkpoint", tmp_path / "checkpoint.npz",
+                          "--classifier", tmp_path / "c.npz", match="a classifier scores images")
+
+
+def test_out_of_memory_is_one_line(tmp_path, capsys, monkeypatch):
+    """E.g. sample --n 100000000 asks NumPy for 48 GiB."""
+    assert run(capsys, "train", "--steps", 1, "--batch-size", 500, "--out", tmp_path,
+               "--quiet")[0] == 0
+
+    def allocate(*args):
+        raise MemoryError("Unable to allocate 47.7 GiB for an array")
+
+    monkeypatch.setattr(cli.runner, "generate", allocate)
+    assert_one_line_error(capsys, "sample", "--checkpoint", tmp_path / "checkpoint.npz",
+                          "--out", tmp_path / "s.png",
+                          match="out of memory (Unable to allocate 47.7 GiB for an array); ask")
 
 
 def test_bad_sample_labels(tmp_path, capsys):

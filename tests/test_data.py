@@ -362,10 +362,13 @@ def test_download_stops_at_the_first_unavailable_file(tmp_path, cache, monkeypat
         data, "_fetch", lambda url, dest: fetched.append(url) or real_fetch(url, dest)
     )
     (tmp_path / "empty").mkdir()
+    searched = tmp_path / "searched"
+    searched.mkdir()
     with serve_directory(tmp_path / "empty") as url:  # answers 404 to everything
-        with pytest.raises(data.DataError, match=f"{IMAGES}, {LABELS} not found locally"):
-            data.load_dataset("mnist", split="test", mirrors=[url])
+        with pytest.raises(data.DataError, match=f"{IMAGES}, {LABELS} not found in {searched}/"):
+            data.load_dataset("mnist", searched, split="test", mirrors=[url])
     assert fetched == [url + IMAGES]  # the labels file would only wait on the same mirror
+    assert not (cache / "mnist").exists()  # the folder made for the download is gone again
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o027], ids=["022", "027"])
@@ -388,7 +391,7 @@ def test_unreachable_mirror_gives_one_line_offline_error(cache):
     assert "\n" not in message and "could not be downloaded" in message
     assert "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz" in message
     assert f"put them in {cache / 'fashion-mnist'}" in message
-    assert os.listdir(cache / "fashion-mnist") == []
+    assert not (cache / "fashion-mnist").exists()  # no partial file, nor the folder made for it
 
 
 # -------------------------------------------------------------------------- toy mixtures

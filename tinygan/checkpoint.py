@@ -58,11 +58,17 @@ def read_npz(path, what):
         with np.load(path, allow_pickle=False) as f:
             return {k: f[k] for k in f.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise CheckpointError(f"{what} {path} is not a readable .npz file ({err})") from None
+        # NumPy reads a file that is not a zip archive as a pickle and then advises
+        # allow_pickle=True: wrong advice for a file that is not what was expected at all
+        reason = "not a zip archive" if "pickled" in str(err) else str(err).splitlines()[0]
+        raise CheckpointError(f"{what} {path} is not a readable .npz file ({reason})") from None
 
 
 def load(path):
     """Read a checkpoint: returns (states: {group: {name: array}}, meta: dict)."""
+    if os.path.isdir(path):
+        raise CheckpointError(f"checkpoint {path} is a folder; expected the .npz file "
+                              f"(e.g. {os.path.join(path, 'checkpoint.npz')})")
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path} does not exist")
     arrays = read_npz(path, "checkpoint")
@@ -78,7 +84,10 @@ def load(path):
     for key, value in arrays.items():
         group, _, name = key.partition("/")
         if group not in states:
-            raise CheckpointError(f"checkpoint {path}: unexpected entry {key!r}")
+            kind = meta.get("kind")
+            what = f"a {kind} file" if isinstance(kind, str) else "some other .npz file"
+            raise CheckpointError(f"checkpoint {path}: unexpected entry {key!r}; this is {what}, "
+                                  "not a GAN checkpoint written by tinygan train")
         states[group][name] = value
     return states, meta
 

@@ -188,10 +188,11 @@ def train_command(name, data_dir=None, epochs=None, out=None, seed=0, stream=sys
     """``tinygan classifier train``: train on the fixed split, report, save; returns meta."""
     (x_train, y_train), (x_held, y_held) = load_split(name, data_dir)
     epochs = epochs or DEFAULT_EPOCHS[name]
+    folder_name = "--out folder" if out else "cache folder"  # where the default path lies
     out = str(out or default_path(name))
     if not out.endswith(".npz") or os.path.isdir(out):
         raise ValueError(f"--out {out}: expected the path of a .npz file to write")
-    files.check_writable(os.path.dirname(os.path.abspath(out)), "--out folder")
+    files.check_writable(os.path.dirname(os.path.abspath(out)), folder_name)
     n_total = len(x_train) + len(x_held)
 
     def log(epoch, loss, seconds):

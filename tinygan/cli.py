@@ -15,7 +15,18 @@ import warnings
 
 import numpy as np
 
-from tinygan import backend, checkpoint, classifier, data, metrics, models, plots, runner
+from tinygan import (
+    __version__,
+    backend,
+    checkpoint,
+    classifier,
+    data,
+    files,
+    metrics,
+    models,
+    plots,
+    runner,
+)
 
 
 class Parser(argparse.ArgumentParser):
@@ -38,6 +49,10 @@ def number(text, kind, ok, expected):
 
 def positive_int(text):
     return number(text, int, lambda v: v >= 1, "a positive integer")
+
+
+def at_least_two(text):  # a covariance needs two samples
+    return number(text, int, lambda v: v >= 2, "an integer >= 2")
 
 
 def non_negative_int(text):
@@ -63,6 +78,7 @@ def fraction(text):
 def add_train_parser(sub):
     p = sub.add_parser("train", help="train a GAN",
                        description="Train a GAN; with no arguments, the vanilla GAN on the ring.")
+    p.set_defaults(parser=p)  # for errors found after parsing (run_command)
     # The run's settings default to None here and take RunConfig's defaults later, so that
     # with --resume a flag given explicitly can be told from one left out.
     p.add_argument("--model", choices=models.FAMILIES, help="default: gan")
@@ -103,10 +119,13 @@ def add_train_parser(sub):
 
 def add_sample_parser(sub):
     p = sub.add_parser("sample", help="draw samples from a trained generator")
+    p.set_defaults(parser=p)  # for errors found after parsing (run_command)
     p.add_argument("--checkpoint", required=True, metavar="FILE")
     p.add_argument("--n", type=positive_int, default=64)
     p.add_argument("--label", type=int, help="class to draw (conditional models)")
-    p.add_argument("--out", default="samples.png", metavar="FILE.png")
+    p.add_argument("--out", default="samples.png", metavar="FILE.png",
+                   help="default: samples.png in the current folder (the run's own "
+                        "samples.png beside the checkpoint is left alone)")
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--backend", choices=backend.BACKENDS, default="numpy")
 
@@ -117,12 +136,13 @@ def add_eval_parser(sub):
                                    "them to JSON: mode coverage on 2-D data; on images FD on "
                                    "a classifier's features and logits, its classifier score "
                                    "and, for conditional models, class accuracy.")
+    p.set_defaults(parser=p)  # for errors found after parsing (run_command)
     p.add_argument("--checkpoint", required=True, metavar="FILE")
     p.add_argument("--classifier", metavar="FILE",
                    help="classifier checkpoint (default: the one `tinygan classifier train` "
                         "saved in the cache folder)")
-    p.add_argument("--n", type=positive_int,
-                   help=f"samples per set (default: {metrics.IMAGE_SAMPLES} for images, "
+    p.add_argument("--n", type=at_least_two,
+                   help=f"samples per set, >= 2 (default: {metrics.IMAGE_SAMPLES} for images, "
                         f"{metrics.TOY_SAMPLES} for 2-D data as in VEEGAN/PacGAN)")
     p.add_argument("--out", metavar="FILE.json", help="default: eval.json beside the checkpoint")
     p.add_argument("--data-dir", help="folder with the real images (default: the run's)")
@@ -138,6 +158,7 @@ def add_classifier_parser(sub):
                            description="Train the evaluation classifier on the first 80% of "
                                        "the test split (rounded down to a multiple of 500) "
                                        "and report its accuracy on the rest.")
+    t.set_defaults(parser=t)  # for errors found after parsing (run_command)
     t.add_argument("--data", choices=data.DATASETS, required=True)
     t.add_argument("--data-dir", help="folder with the IDX .gz files (or mnist/ etc. inside)")
     t.add_argument("--epochs", type=positive_int,
@@ -173,23 +194,28 @@ def resumed_fields(given, path):
     for name, value in given.items():
         if value is not None and name not in CHANGEABLE_ON_RESUME and value != saved[name]:
             flag = "--" + name.replace("_", "-")
-            was = "default" if saved[name] is None else saved[name]
-            raise ValueError(f"{flag} {value} differs from the resumed run's {was}: a resumed "
-                             "run keeps its settings (start a new run to change them)")
+            if isinstance(value, bool):  # a switch, given as on
+                given_text, saved_text = flag, "ran without it"
+            else:
+                was = "the default" if saved[name] is None else saved[name]
+                given_text, saved_text = f"{flag} {value}", f"used {was}"
+            raise ValueError(f"{given_text}: the resumed run {saved_text}, and a resumed run "
+                             "keeps its settings (start a new run to change them)")
     fields = {k: v for k, v in saved.items() if k in RUN_FLAGS}
     if given["epochs"] or given["steps"]:  # a new length replaces both saved fields
         fields["epochs"], fields["steps"] = given["epochs"], given["steps"]
     fields["backend"] = given["backend"]
     fields["data_dir"] = given["data_dir"] or saved["data_dir"]
-    return fields, saved["out"]
+    return fields
 
 
 def train(args):
     given = {f: getattr(args, f) for f in RUN_FLAGS}
     out = args.out
     if args.resume:
-        fields, saved_out = resumed_fields(given, args.resume)
-        out = out or saved_out
+        fields = resumed_fields(given, args.resume)
+        # beside the checkpoint: a copy resumed elsewhere must not overwrite the original run
+        out = out or os.path.dirname(os.path.abspath(args.resume))
     else:
         fields = {k: v for k, v in given.items() if v is not None}  # RunConfig's defaults
         model, data_name = (fields.get(k, getattr(runner.RunConfig, k)) for k in ("model", "data"))
@@ -207,6 +233,7 @@ def sample(args):
     backend.use(args.backend)
     if not args.out.endswith(".png") or os.path.isdir(args.out):
         raise ValueError(f"--out {args.out}: expected the path of a .png file to write")
+    files.check_writable(os.path.dirname(os.path.abspath(args.out)), "--out folder")
     states, meta = checkpoint.load_run(args.checkpoint)
     config = meta["config"]
     gan = models.build(config["model"], meta["data_shape"], **meta["model_options"])
@@ -236,9 +263,10 @@ def sample(args):
 def evaluate(args):
     check_data_dir(args.data_dir)
     backend.use(args.backend)
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "eval.json")
+    files.check_writable(os.path.dirname(os.path.abspath(out)), "folder of the report")
     report = metrics.evaluate_checkpoint(args.checkpoint, args.classifier, args.n,
                                          args.data_dir, args.seed)
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "eval.json")
     metrics.write_json(out, report)
     print("\n".join(metrics.format_report(report)))
     print(f"wrote {out}")
@@ -281,27 +309,32 @@ def main(argv=None):
 
 def run_command(argv):
     parser = Parser(prog="tinygan", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"tinygan {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     add_train_parser(sub)
     add_sample_parser(sub)
     add_eval_parser(sub)
     add_classifier_parser(sub)
     try:
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # reported by the command's own parser, whose --help lists its flags
+            args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     except SystemExit as stop:  # --help (0), or a usage error already reported (2)
         return stop.code
     warnings.showwarning = show_warning
     try:
         COMMANDS[args.command](args)
-    except (ValueError, KeyError, RuntimeError, OSError) as err:
+    except (ValueError, KeyError, RuntimeError, OSError, MemoryError) as err:
         text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
         message = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+        if isinstance(err, MemoryError):
+            message = f"out of memory ({message}); ask for less, e.g. a smaller --n or batch"
         print(f"tinygan {args.command}: error: {message}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("tinygan: interrupted", file=sys.stderr)
-        return 130
-    except Terminated:
-        print("tinygan: terminated", file=sys.stderr)
-        return 128 + signal.SIGTERM
+    except (KeyboardInterrupt, Terminated) as stop:
+        how, code = (("interrupted", 130) if isinstance(stop, KeyboardInterrupt)
+                     else ("terminated", 128 + signal.SIGTERM))
+        # training adds where it stopped and what was saved (runner.run)
+        print("; ".join([f"tinygan: {how}", *getattr(stop, "__notes__", [])]), file=sys.stderr)
+        return code
     return 0

@@ -273,8 +273,9 @@ def download_file(filename, md5, target_dir, mirrors):
     raise OSError("; ".join(errors) or "no mirror configured")
 
 
-def _download_split(name, split, mirrors):
-    """Download a split's two files into the cache; one-line DataError when offline."""
+def _download_split(name, split, mirrors, data_dir=None):
+    """Download a split's two files into the cache; one-line DataError when offline, naming
+    the folders that were searched first (data_dir's among them)."""
     target = cache_dir() / SUBFOLDERS[name][0]
     bases = _mirrors(name, mirrors)
     reason = None
@@ -287,8 +288,11 @@ def _download_split(name, split, mirrors):
                 break  # the next file would wait on the same dead mirrors: give up now
     missing = [f for f in FILES[split] if not _file_in(target, f)]
     if missing:
+        if target.is_dir() and not any(target.iterdir()):  # leave no empty folder behind
+            target.rmdir()
+        where = ", ".join(str(d) for d in _search_dirs(name, data_dir))
         raise DataError(
-            f"{name}: {', '.join(missing)} not found locally and could not be downloaded "
+            f"{name}: {', '.join(missing)} not found in {where} and could not be downloaded "
             f"({reason}); put them in {target} or pass data_dir (--data-dir) pointing at them"
         )
     return tuple(_file_in(target, f) for f in FILES[split])
@@ -356,7 +360,7 @@ def load_dataset(name, data_dir=None, split="train", download=True, *, mirrors=N
     if not use:
         if not download:
             raise _missing_error(name, wanted, data_dir)
-        found.update({s: _download_split(name, s, mirrors) for s in wanted})
+        found.update({s: _download_split(name, s, mirrors, data_dir) for s in wanted})
         use = wanted
     if split == "all" and len(use) == 1:
         notes.append(f"only the {use[0]} split is present")

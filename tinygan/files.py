@@ -28,8 +28,11 @@ def written_atomically(path):
     ``path`` keeps its old content.
     """
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
+    except OSError as err:  # name the file asked for, not the temporary one
+        raise OSError(f"cannot write {path}: {err.strerror or err}") from None
     os.close(fd)
     try:
         yield tmp

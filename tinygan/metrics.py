@@ -252,6 +252,9 @@ def evaluate_checkpoint(path, classifier_path=None, n=None, data_dir=None, seed=
     report = {"checkpoint": str(path), "model": config["model"], "data": config["data"],
               "step": meta.get("step"), "seed": seed}
     if config["data"] in data.TOY_DATASETS:
+        if classifier_path is not None:  # say so rather than ignore it
+            raise ValueError(f"a classifier scores images; {path} was trained on 2-D points "
+                             f"({config['data']}), which are scored by mode coverage")
         report["n"] = n or TOY_SAMPLES
         report.update(evaluate_toy(gan, data.TOY_DATASETS[config["data"]], report["n"], seed))
         return report

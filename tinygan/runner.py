@@ -194,6 +194,11 @@ def plan(config, n_samples, sample_shape):
     return batch, steps_per_epoch, total
 
 
+def note_on(exception, text):
+    """``exception.add_note(text)`` (PEP 678), also on Python 3.10, which lacks the method."""
+    exception.__notes__ = [*getattr(exception, "__notes__", []), text]
+
+
 def run(config, resume=None, progress=True):
     """Train as ``config`` says (continuing ``resume`` if given); returns the final meta dict."""
     files.check_writable(config.out, "output folder")  # before the work, not after it
@@ -220,44 +225,63 @@ def run(config, resume=None, progress=True):
     needs_labels = gan.conditional_d or gan.class_head
     decay = config.decay_fraction(real.shape[1:])
     done = meta["step"]
-    nothing_to_do = done >= total
+    if done > total:
+        raise ValueError(f"the resumed run is at step {done}, past the {total} steps asked for: "
+                         "ask for more steps or epochs to go on")
+    nothing_to_do = done == total
     start, first_step = time.perf_counter(), done
     last_drawn = -math.inf
 
-    while done < total:
-        epoch, skip = divmod(done, steps_per_epoch)
-        # an epoch's batch order depends only on (seed, epoch), so a run resumes mid-epoch
-        order_rng = np.random.default_rng([config.seed, 3, epoch])
-        epoch_batches = data.batches(real, labels, batch, order_rng)
-        for x, y_batch in itertools.islice(epoch_batches, skip, None):
-            trainer.scale_lr(decay_scale(done, total, decay))  # a function of the step: resumable
-            for k, v in trainer.step(x, y_batch if needs_labels else None).items():
-                sums[k], counts[k] = sums.get(k, 0) + v, counts.get(k, 0) + 1
-            done += 1
-            if done % log_every == 0 or done == total:
-                record = {"step": done, **{k: float(v) / counts[k] for k, v in sums.items()}}
-                sums, counts = {}, {}
-                meta["history"].append(record)
-                speed = (done - first_step) * batch / max(time.perf_counter() - start, 1e-9)
-                meta["images_per_second"] = speed
-                if bar:
-                    bar.update(done, {k: v for k, v in record.items() if k != "step"}, speed)
-            if done == total:
-                break
-        # the end of an epoch (or of the run): evaluate, save, and draw when it is time
-        meta["step"], meta["epoch"] = done, done / steps_per_epoch
-        meta["time_s"] += time.perf_counter() - start
-        rng_state = backend.get_rng_state()  # evaluation must not shift training's stream
-        scores = epoch_metrics(gan, config, real, labels)
-        backend.set_rng_state(rng_state)
-        if scores:
-            meta["eval"].append({"step": done, "epoch": meta["epoch"], **scores})
-        meta["pending_losses"] = {k: [float(v), counts[k]] for k, v in sums.items()}
-        save_outputs(config.out, trainer, meta)
-        if done == total or time.perf_counter() - last_drawn >= DRAW_EVERY_S:
-            draw(config.out, gan, config, meta, real, z, y)
-            last_drawn = time.perf_counter()
-        start, first_step = time.perf_counter(), done  # evaluation and saving are not timed
+    last_saved = (done, resume) if resume else None  # (step, checkpoint path) to point to
+
+    def where_stopped():
+        text = f"stopped at step {done} of {total}"
+        if last_saved is None:
+            return text + "; no checkpoint yet (one is saved at the end of every epoch)"
+        return (f"{text}; the checkpoint of step {last_saved[0]} is {last_saved[1]} "
+                f"(--resume it to go on)")
+
+    try:
+        while done < total:
+            epoch, skip = divmod(done, steps_per_epoch)
+            # an epoch's batch order depends only on (seed, epoch), so a run resumes mid-epoch
+            order_rng = np.random.default_rng([config.seed, 3, epoch])
+            epoch_batches = data.batches(real, labels, batch, order_rng)
+            for x, y_batch in itertools.islice(epoch_batches, skip, None):
+                # the rate is a function of the step alone, so a resumed run gets it right
+                trainer.scale_lr(decay_scale(done, total, decay))
+                for k, v in trainer.step(x, y_batch if needs_labels else None).items():
+                    sums[k], counts[k] = sums.get(k, 0) + v, counts.get(k, 0) + 1
+                done += 1
+                if done % log_every == 0 or done == total:
+                    record = {"step": done, **{k: float(v) / counts[k] for k, v in sums.items()}}
+                    sums, counts = {}, {}
+                    meta["history"].append(record)
+                    speed = (done - first_step) * batch / max(time.perf_counter() - start, 1e-9)
+                    meta["images_per_second"] = speed
+                    if bar:
+                        bar.update(done, {k: v for k, v in record.items() if k != "step"}, speed)
+                if done == total:
+                    break
+            # the end of an epoch (or of the run): evaluate, save, and draw when it is time
+            meta["step"], meta["epoch"] = done, done / steps_per_epoch
+            meta["time_s"] += time.perf_counter() - start
+            rng_state = backend.get_rng_state()  # evaluation must not shift training's stream
+            scores = epoch_metrics(gan, config, real, labels)
+            backend.set_rng_state(rng_state)
+            if scores:
+                meta["eval"].append({"step": done, "epoch": meta["epoch"], **scores})
+            meta["pending_losses"] = {k: [float(v), counts[k]] for k, v in sums.items()}
+            save_outputs(config.out, trainer, meta)
+            last_saved = (done, os.path.join(config.out, "checkpoint.npz"))
+            if done == total or time.perf_counter() - last_drawn >= DRAW_EVERY_S:
+                draw(config.out, gan, config, meta, real, z, y)
+                last_drawn = time.perf_counter()
+            start, first_step = time.perf_counter(), done  # evaluation and saving are not timed
+    except BaseException as stop:
+        if not isinstance(stop, Exception):  # Ctrl-C, or kill through the CLI: say where
+            note_on(stop, where_stopped())
+        raise
     if nothing_to_do:  # resumed at its end: no step to take, but config.out gets the outputs
         save_outputs(config.out, trainer, meta)
         draw(config.out, gan, config, meta, real, z, y)
