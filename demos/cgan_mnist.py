@@ -17,23 +17,26 @@ import os
 import numpy as np
 
 from tinygan import backend, data, models, plots
-from tinygan.cli import non_negative_int, positive_int
+from tinygan.cli import non_negative_int, one_line_errors, positive_int
 from tinygan.train import Trainer
 
-parser = argparse.ArgumentParser(description="conditional GAN on MNIST")
+parser = argparse.ArgumentParser(description="conditional GAN on MNIST",
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 length = parser.add_mutually_exclusive_group()
-length.add_argument("--steps", type=positive_int)
-length.add_argument("--epochs", type=positive_int)
-parser.add_argument("--batch-size", type=positive_int, default=64)
-parser.add_argument("--data-dir")
-parser.add_argument("--seed", type=non_negative_int, default=0)
-parser.add_argument("--out", default="runs/demo-cgan-mnist")
+length.add_argument("--steps", type=positive_int, default=1500, help="training steps")
+length.add_argument("--epochs", type=positive_int, help="passes over the data, instead of --steps")
+parser.add_argument("--batch-size", type=positive_int, default=64, help="images per batch")
+parser.add_argument("--data-dir", help="folder with the IDX .gz files; if none, tinygan's cache "
+                                       "and then a download")
+parser.add_argument("--seed", type=non_negative_int, default=0, help="fixes every random draw")
+parser.add_argument("--out", default="runs/demo-cgan-mnist", help="folder for the picture")
 args = parser.parse_args()
+one_line_errors(parser.prog)  # a bad path or Ctrl-C: one line, as `tinygan` says it
 
 backend.seed(args.seed)
 images, labels = data.load_dataset("mnist", args.data_dir, split="train")
 steps_per_epoch = len(images) // args.batch_size
-total = args.steps or (args.epochs * steps_per_epoch if args.epochs else 1500)
+total = args.epochs * steps_per_epoch if args.epochs else args.steps
 
 # MLPs (G: [z, e(y)] -> 256 -> 512 -> 1024 -> 784 -> tanh; D: [x, e(y)] -> 512 -> 256 -> 1)
 # each wrapped in a models.Conditional, which does the concatenation

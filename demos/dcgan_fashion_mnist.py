@@ -15,17 +15,20 @@ import os
 import numpy as np
 
 from tinygan import backend, data, models, plots
-from tinygan.cli import non_negative_int, positive_int
+from tinygan.cli import non_negative_int, one_line_errors, positive_int
 from tinygan.train import Trainer
 
-parser = argparse.ArgumentParser(description="DCGAN on Fashion-MNIST")
-parser.add_argument("--steps", type=positive_int, default=300)
-parser.add_argument("--batch-size", type=positive_int, default=64)
+parser = argparse.ArgumentParser(description="DCGAN on Fashion-MNIST",
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+parser.add_argument("--steps", type=positive_int, default=300, help="training steps")
+parser.add_argument("--batch-size", type=positive_int, default=64, help="images per batch")
 parser.add_argument("--every", type=positive_int, default=100, help="save samples every N steps")
-parser.add_argument("--data-dir")
-parser.add_argument("--seed", type=non_negative_int, default=0)
-parser.add_argument("--out", default="runs/demo-dcgan-fashion-mnist")
+parser.add_argument("--data-dir", help="folder with the IDX .gz files; if none, tinygan's cache "
+                                       "and then a download")
+parser.add_argument("--seed", type=non_negative_int, default=0, help="fixes every random draw")
+parser.add_argument("--out", default="runs/demo-dcgan-fashion-mnist", help="folder for the picture")
 args = parser.parse_args()
+one_line_errors(parser.prog)  # a bad path or Ctrl-C: one line, as `tinygan` says it
 
 backend.seed(args.seed)
 # float32 images (N, 1, 28, 28) scaled to [-1, 1]: the range of G's final tanh.

@@ -19,16 +19,18 @@ import os
 import numpy as np
 
 from tinygan import backend, data, models, plots
-from tinygan.cli import non_negative_int, positive_int
+from tinygan.cli import non_negative_int, one_line_errors, positive_int
 from tinygan.train import Trainer
 
-parser = argparse.ArgumentParser(description="WGAN on the 25-Gaussian grid")
+parser = argparse.ArgumentParser(description="WGAN on the 25-Gaussian grid",
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 parser.add_argument("--steps", type=positive_int, default=5000,
                     help="critic steps (G: one in five)")
-parser.add_argument("--batch-size", type=positive_int, default=256)
-parser.add_argument("--seed", type=non_negative_int, default=0)
-parser.add_argument("--out", default="runs/demo-wgan-grid")
+parser.add_argument("--batch-size", type=positive_int, default=256, help="points per batch")
+parser.add_argument("--seed", type=non_negative_int, default=0, help="fixes every random draw")
+parser.add_argument("--out", default="runs/demo-wgan-grid", help="folder for the picture")
 args = parser.parse_args()
+one_line_errors(parser.prog)  # a bad path or Ctrl-C: one line, as `tinygan` says it
 
 backend.seed(args.seed)
 points, _ = data.grid(10_000, np.random.default_rng(args.seed))  # 5 x 5 modes, std 0.05

@@ -4,8 +4,12 @@ Demos are scripts read top to bottom; they run here in-process through ``runpy``
 ``sys.argv`` patched, as ``python demos/NAME.py ARGS`` would run them.
 """
 
+import os
 import runpy
+import signal
+import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -30,8 +34,32 @@ def empty_cache(tmp_path, monkeypatch):
 
 def run_demo(monkeypatch, capsys, name, *args):
     monkeypatch.setattr(sys, "argv", [str(DEMOS / name), *map(str, args)])
-    runpy.run_path(str(DEMOS / name), run_name="__main__")
+    # what a demo installs for its own process (one_line_errors), put back afterwards
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        runpy.run_path(str(DEMOS / name), run_name="__main__")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name, args, message", [
+    ("cgan_mnist.py", ["--data-dir", "{tmp}/nowhere"], "cgan_mnist.py: error: data_dir "
+                                                      "{tmp}/nowhere: no such folder"),
+    ("gan_ring.py", ["--steps", "1", "--out", "{tmp}/file/run"], "gan_ring.py: error: "),
+])
+def test_a_demo_fails_in_one_line(tmp_path, name, args, message):
+    """Run as a user runs them, in a process of their own: no traceback for a bad path."""
+    (tmp_path / "file").write_text("a file where a folder should be\n")
+    env = {**os.environ, "PYTHONPATH": str(DEMOS.parent), "OPENBLAS_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, str(DEMOS / name),
+                             *(a.format(tmp=tmp_path) for a in args)],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [result.stderr.strip()], result.stderr
+    assert result.stderr.startswith(message.format(tmp=tmp_path)), result.stderr
 
 
 def test_every_demo_is_tested():

@@ -324,17 +324,41 @@ def run_command(argv):
     warnings.showwarning = show_warning
     try:
         COMMANDS[args.command](args)
-    except (ValueError, KeyError, RuntimeError, OSError, MemoryError) as err:
-        text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
-        message = text.strip().splitlines()[0] if text.strip() else type(err).__name__
-        if isinstance(err, MemoryError):
-            message = f"out of memory ({message}); ask for less, e.g. a smaller --n or batch"
-        print(f"tinygan {args.command}: error: {message}", file=sys.stderr)
+    except EXPECTED_ERRORS as err:
+        print(f"tinygan {args.command}: {one_line(err)}", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, Terminated) as stop:
-        how, code = (("interrupted", 130) if isinstance(stop, KeyboardInterrupt)
-                     else ("terminated", 128 + signal.SIGTERM))
-        # training adds where it stopped and what was saved (runner.run)
-        print("; ".join([f"tinygan: {how}", *getattr(stop, "__notes__", [])]), file=sys.stderr)
-        return code
+        print(f"tinygan: {one_line(stop)}", file=sys.stderr)
+        return 130 if isinstance(stop, KeyboardInterrupt) else 128 + signal.SIGTERM
     return 0
+
+
+# what bad input, missing files or a lack of memory raise; anything else is a bug
+EXPECTED_ERRORS = (ValueError, KeyError, RuntimeError, OSError, MemoryError)
+
+
+def one_line(err):
+    """How an expected error, Ctrl-C or kill is reported: one line, after "PROG: "."""
+    if isinstance(err, (KeyboardInterrupt, Terminated)):
+        how = "interrupted" if isinstance(err, KeyboardInterrupt) else "terminated"
+        return "; ".join([how, *getattr(err, "__notes__", [])])  # training says where
+    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    message = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    if isinstance(err, MemoryError):
+        message = f"out of memory ({message}); ask for less, e.g. a smaller --n or batch"
+    return f"error: {message}"
+
+
+def one_line_errors(prog):
+    """Make a script (the demos) end as the tinygan command does: an expected error, Ctrl-C
+    or kill as one line on stderr, each warning as one line. A bug keeps its traceback."""
+    def report(kind, err, traceback):
+        if isinstance(err, (*EXPECTED_ERRORS, KeyboardInterrupt, Terminated)):
+            print(f"{prog}: {one_line(err)}", file=sys.stderr)
+        else:
+            sys.__excepthook__(kind, err, traceback)
+
+    sys.excepthook = report
+    warnings.showwarning = show_warning
+    if threading.current_thread() is threading.main_thread():  # only it gets signals
+        signal.signal(signal.SIGTERM, raise_terminated)
