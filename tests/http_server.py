@@ -18,7 +18,15 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 def serve_directory(folder):
     """Serve ``folder`` on 127.0.0.1 at a free port (port 0) in a thread; yields its base URL."""
     handler = functools.partial(_QuietHandler, directory=str(folder))
+    with _serving(handler) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _serving(handler):
+    """Run ``handler`` on 127.0.0.1 at a free port (port 0) in a thread; yields its base URL."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True  # a handler still busy does not hold up the shutdown
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -55,14 +63,8 @@ def serve_stalled_download(size=1 << 20):
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stalled)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
+        with _serving(Stalled) as url:
+            yield url
     finally:
         release.set()
-        server.shutdown()
-        server.server_close()
-        thread.join()
