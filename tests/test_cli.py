@@ -8,6 +8,7 @@ test can reach the network or pick up files from outside tmp_path.
 
 import gzip
 import importlib.util
+import io
 import json
 import os
 import shutil
@@ -15,7 +16,9 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -23,7 +26,8 @@ from helpers import cupy_works
 from http_server import closed_port_url, serve_stalled_download
 
 import tinygan
-from tinygan import checkpoint, cli, data
+from tinygan import backend, checkpoint, cli, data, metrics, models, nn, runner
+from tinygan.train import Trainer, Tricks
 
 OUTPUTS = {"samples.png", "losses.png", "metrics.json", "checkpoint.npz"}
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -89,6 +93,62 @@ def test_train_and_sample_on_toy_data(tmp_path, capsys, model, toy):
         assert_samples(capsys, out / "checkpoint.npz", tmp_path / "one.png", "--label", 3)
 
 
+def trained_checkpoint(tmp_path, capsys, kind):
+    """(checkpoint of a cgan a step or two into training, its number of classes): on the
+    ring's 2-D points (8 components) through the CLI, or on random 28x28 images."""
+    path = tmp_path / "run" / "checkpoint.npz"
+    if kind == "points":
+        assert run(capsys, "train", "--model", "cgan", "--steps", 2, "--batch-size", 1000,
+                   "--out", path.parent, "--quiet")[0] == 0
+        return path, 8
+    gan = models.build("cgan", (1, 28, 28), 10)
+    trainer = Trainer(gan)
+    images = np.random.default_rng(0).uniform(-1, 1, (4, 1, 28, 28)).astype(np.float32)
+    trainer.step(backend.to_device(images), backend.to_device(np.arange(4)))
+    meta = {"config": asdict(runner.RunConfig(model="cgan", data="mnist")),
+            "data_shape": [1, 28, 28], "model_options": gan.options, "step": 1}
+    checkpoint.save(path, trainer, meta)
+    return path, 10
+
+
+@pytest.mark.parametrize("kind", ["points", "images"])
+def test_sample_draws_from_the_saved_generator(tmp_path, capsys, monkeypatch, kind):
+    """What sample plots is the checkpoint's generator on the noise and labels it drew:
+    labels K with --label K, else 0, 1, ..., K-1, 0, ...; the same --seed, the same
+    samples; another --seed, other samples."""
+    saved, classes = trained_checkpoint(tmp_path, capsys, kind)
+    gan, _ = metrics.load_generator(saved)
+    generate, drawn, plotted = runner.generate, [], []
+
+    def recording_generate(gan, z, y=None):
+        drawn.append((backend.to_host(z), backend.to_host(y)))
+        return generate(gan, z, y)
+
+    def plot(path, samples, *args):
+        plotted.append((samples, args))
+
+    monkeypatch.setattr(cli.runner, "generate", recording_generate)
+    monkeypatch.setattr(cli.plots, "save_scatter", plot)
+    monkeypatch.setattr(cli.plots, "save_image_grid", plot)
+
+    def sample(*extra):
+        assert run(capsys, "sample", "--checkpoint", saved, "--out", tmp_path / "s.png",
+                   "--n", 12, *extra)[0] == 0
+        (z, y), (samples, args) = drawn[-1], plotted[-1]
+        assert z.shape == (12, gan.z_dim)
+        np.testing.assert_array_equal(samples, generate(gan, backend.to_device(z),
+                                                        backend.to_device(y)))
+        if kind == "images":
+            assert args[0] == 3  # rows: the square root of n, rounded down
+        return y, samples
+
+    labels, first = sample("--label", 3, "--seed", 5)
+    assert labels.tolist() == [3] * 12
+    assert np.array_equal(sample("--label", 3, "--seed", 5)[1], first)
+    assert not np.allclose(sample("--label", 3, "--seed", 6)[1], first)
+    assert sample()[0].tolist() == [i % classes for i in range(12)]
+
+
 @pytest.mark.parametrize("model", ["gan", "dcgan", "cgan", "acgan", "wgan"])
 def test_train_and_sample_on_mnist(tmp_path, capsys, data_dir, empty_cache, model):
     out = tmp_path / "run"
@@ -115,7 +175,19 @@ def test_train_dcgan_on_partial_fashion_mnist(tmp_path, capsys, data_dir, empty_
     assert len(err) == 1 and "partial copy" in err[0]
 
 
-def test_tricks_reach_the_run_config(tmp_path, capsys):
+def capture_trainers(monkeypatch):
+    """The list that every trainer ``runner.build_trainer`` builds is appended to."""
+    built = []
+    build_trainer = cli.runner.build_trainer
+    monkeypatch.setattr(cli.runner, "build_trainer",
+                        lambda *a: built.append(build_trainer(*a)) or built[-1])
+    return built
+
+
+def test_tricks_reach_the_run_config(tmp_path, capsys, monkeypatch):
+    """The flags are saved with the run *and* reach the trainer that trains it: its tricks,
+    both optimizers' rate, G's noise size and dropout."""
+    built = capture_trainers(monkeypatch)
     out = tmp_path / "run"
     code, _, _ = run(capsys, "train", "--steps", 1, "--batch-size", 500, "--out", out, "--quiet",
                      "--label-smoothing", 0.1, "--label-noise", 0.05, "--flip-labels", 0.02,
@@ -126,14 +198,19 @@ def test_tricks_reach_the_run_config(tmp_path, capsys):
     assert config == {**config, "label_smoothing": 0.1, "label_noise": 0.05, "flip_labels": 0.02,
                       "instance_noise": 0.1, "g_dropout": 0.2, "minimax": True, "lr": 3e-4,
                       "z_dim": 3, "seed": 7}
+    (trainer,) = built
+    assert trainer.tricks == Tricks(label_smoothing=0.1, label_noise=0.05, flip_labels=0.02,
+                                    instance_noise=0.1, minimax=True)
+    # one step of a run decaying over its second half: still the full rate
+    assert trainer.base_lr == (3e-4, 3e-4) and trainer.g_opt.lr == trainer.d_opt.lr == 3e-4
+    assert trainer.gan.z_dim == 3 and trainer.gan.generator[0].in_features == 3
+    assert [m.p for _, m in trainer.gan.generator.modules()
+            if isinstance(m, nn.Dropout)] == [0.2] * 4
 
 
 def test_fake_class_loss_turns_on_the_papers_acgan(tmp_path, capsys, monkeypatch):
     """--fake-class-loss reaches the trainer and the saved settings; other models refuse it."""
-    built = []
-    build_trainer = cli.runner.build_trainer
-    monkeypatch.setattr(cli.runner, "build_trainer",
-                        lambda *a: built.append(build_trainer(*a)) or built[-1])
+    built = capture_trainers(monkeypatch)
     code, _, _ = run(capsys, "train", "--model", "acgan", "--steps", 1, "--batch-size", 500,
                      "--out", tmp_path / "on", "--quiet", "--fake-class-loss")
     assert code == 0 and built[-1].gan.d_class_loss_on_fake
@@ -145,10 +222,97 @@ def test_fake_class_loss_turns_on_the_papers_acgan(tmp_path, capsys, monkeypatch
                           "--out", tmp_path / "wgan", match="applies to acgan only")
 
 
+def test_lr_decay_over_the_whole_run_is_accepted_and_used(tmp_path, capsys, monkeypatch):
+    """--lr-decay takes [0, 1]: 1, its upper end, lowers the rate from the first step on,
+    to 3/4, 1/2 and 1/4 of it over 4 steps (both networks)."""
+    rates, step = [], cli.runner.Trainer.step
+
+    def recording_step(trainer, *args):
+        rates.append((trainer.g_opt.lr, trainer.d_opt.lr))
+        return step(trainer, *args)
+
+    monkeypatch.setattr(cli.runner.Trainer, "step", recording_step)
+    assert run(capsys, "train", "--lr-decay", 1, "--lr", 1e-3, "--steps", 4, "--batch-size",
+               1000, "--out", tmp_path, "--quiet")[0] == 0
+    np.testing.assert_allclose(rates, [(1e-3, 1e-3), (7.5e-4, 7.5e-4), (5e-4, 5e-4),
+                                       (2.5e-4, 2.5e-4)], rtol=1e-12)
+
+
+def test_label_smoothing_of_one_is_refused(tmp_path, capsys):
+    """Smoothing s makes the real targets 1 - s: s = 1 would make them the fake target 0."""
+    assert_one_line_error(capsys, "train", "--label-smoothing", 1, "--steps", 1,
+                          "--batch-size", 500, "--out", tmp_path,
+                          match="argument --label-smoothing: must be in [0, 1), got 1")
+    assert not (tmp_path / "metrics.json").exists()
+
+
 def test_progress_bar_without_a_terminal_prints_lines(tmp_path, capsys):
     code, _, err = run(capsys, "train", "--steps", 20, "--batch-size", 500, "--out", tmp_path)
     assert code == 0
     assert err[-1].startswith("step 20/20 [########################]") and len(err) == 10
+
+
+def test_progress_bar_on_a_terminal_redraws_one_line(monkeypatch):
+    """On a terminal: each update returns to the line's start (\\r) and erases what a longer
+    line left there (ESC [K), at most every 0.2 s but always for the last step, which
+    ends the line."""
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    clock = iter([10.0, 10.1, 10.3, 10.35])  # the second update comes too soon after the first
+    monkeypatch.setattr(runner, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
+    stream = Terminal()
+    bar = runner.Progress(4, stream)
+    for step in range(1, 5):
+        bar.update(step, {"d_loss": step / 8}, 1000.0 * step)
+    assert stream.getvalue() == (
+        "\rstep 1/4 [######                  ] d_loss 0.1250 1,000 img/s\x1b[K"
+        "\rstep 3/4 [##################      ] d_loss 0.3750 3,000 img/s\x1b[K"
+        "\rstep 4/4 [########################] d_loss 0.5000 4,000 img/s\x1b[K\n")
+
+
+def test_no_eval_skips_the_per_epoch_metrics(tmp_path, capsys, monkeypatch):
+    """Two epochs of 10 steps: evaluated after each by default, never with --no-eval."""
+    common = ["train", "--steps", 20, "--batch-size", 1000, "--quiet"]
+    assert run(capsys, *common, "--out", tmp_path / "on")[0] == 0
+    assert [e["step"] for e in json.loads((tmp_path / "on" / "metrics.json").read_text())[
+        "eval"]] == [10, 20]
+    monkeypatch.setattr(cli.metrics, "evaluate_for_training",
+                        lambda *a: pytest.fail("evaluated with --no-eval"))
+    assert run(capsys, *common, "--out", tmp_path / "off", "--no-eval")[0] == 0
+    saved = json.loads((tmp_path / "off" / "metrics.json").read_text())
+    assert saved["eval"] == [] and saved["step"] == 20
+
+
+def test_eval_writes_beside_the_checkpoint_by_default(tmp_path, capsys, monkeypatch):
+    """Not into the folder the command runs in."""
+    assert run(capsys, "train", "--steps", 1, "--batch-size", 500, "--out", tmp_path / "run",
+               "--quiet")[0] == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code, stdout, _ = run(capsys, "eval", "--checkpoint", tmp_path / "run" / "checkpoint.npz",
+                          "--n", 100)
+    report = tmp_path / "run" / "eval.json"
+    assert code == 0 and f"wrote {report}" in stdout
+    assert json.loads(report.read_text())["n"] == 100
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_resume_of_an_image_run_finds_its_data_without_data_dir(tmp_path, capsys, data_dir,
+                                                               empty_cache, monkeypatch):
+    """The run saved its (absolute) data folder; resuming from another folder with no
+    --data-dir and an empty cache reads the images from there again."""
+    assert run(capsys, "train", "--data", "mnist", "--data-dir", data_dir, "--steps", 2,
+               "--batch-size", 8, "--out", tmp_path / "run", "--quiet", "--no-eval")[0] == 0
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "train", "--resume", tmp_path / "run" / "checkpoint.npz",
+                       "--steps", 3, "--quiet")
+    assert code == 0, err
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["step"] == 3 and saved["config"]["data_dir"] == os.path.abspath(data_dir)
 
 
 def test_resume_with_a_new_length_replaces_the_saved_one(tmp_path, capsys):

@@ -188,6 +188,26 @@ def test_layers_between_convolutions_keep_the_batch_last_layout(make):
     assert xp.shares_memory(nn.conv.to_chwn(dx), dx)
 
 
+def test_flatten_sends_the_gradient_back_in_the_layout_of_its_input():
+    """Flatten after a convolution (D's last conv -> Flatten -> Dense) is given a batch-last
+    view; the gradient it gets back from the Dense is (N, C*H*W) C-contiguous, and what it
+    returns must again be a batch-last view, so the conv's backward reads it without a
+    copy. The values are dout's, reshaped."""
+    rng = host_rng(11)
+    a = backend.to_device(rng.standard_normal((4, 3, 3, 5)))  # (C, H, W, N) memory
+    layer = nn.Flatten()
+    out = layer.forward(nn.conv.to_nchw(a))
+    assert out.shape == (5, 36)
+    dout = backend.to_device(rng.standard_normal((5, 36)))
+    dx = layer.backward(dout)
+    assert dx.shape == (5, 4, 3, 3)
+    assert xp.shares_memory(nn.conv.to_chwn(dx), dx)
+    np.testing.assert_array_equal(backend.to_host(dx), backend.to_host(dout).reshape(5, 4, 3, 3))
+    # an (N, C, H, W) C-contiguous input gets its gradient back in that order
+    layer.forward(xp.ascontiguousarray(nn.conv.to_nchw(a)))
+    assert layer.backward(dout).flags.c_contiguous
+
+
 @pytest.mark.parametrize("which", [0, 1])
 def test_any_input_layout_gives_the_same_result(which):
     layer = layer_pair()[which]
@@ -305,14 +325,22 @@ def test_weight_gradients_accumulate(which):
 
 @pytest.mark.parametrize("which", [0, 1])
 def test_float32_stays_float32(which):
-    """No silent float64 upcast anywhere in the fast path."""
+    """No silent float64 upcast anywhere in the fast path: not in what comes out, nor in
+    the scratch arrays inside (Conv2d's own columns; the padded inputs and gradients and
+    the transient columns that both layers take from the shared pool), where an upcast
+    would only cost memory and time, invisibly."""
     layer = layer_pair()[which].astype(xp.float32)
     x = backend.to_device(host_rng(8).standard_normal((2, 3, 6, 6)).astype(np.float32))
+    nn.conv.free_scratch()  # the pool then holds this layer's arrays only
     out = layer.forward(x)
     dx = layer.backward(xp.ones_like(out))
     assert out.dtype == dx.dtype == xp.float32
     assert all(v.dtype == xp.float32 for v in layer.grads.values())
     assert all(v.dtype == xp.float32 for v in getattr(layer, "workspace", {}).values())
+    pool = list(nn.conv._shared.values())
+    # padding 1: a padded input (Conv2d forward) or gradient (ConvTranspose2d backward),
+    # and columns in the other direction
+    assert len(pool) >= 2 and all(v.dtype == xp.float32 for v in pool)
 
 
 def test_shared_scratch_between_different_paddings():

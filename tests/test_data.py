@@ -149,9 +149,9 @@ def test_zero_images_rejected(tmp_path, cache):
 
 
 def test_labels_outside_0_9_rejected(tmp_path, cache):
-    write_split(tmp_path, "test", n=12, n_labels=12)
-    write_idx(tmp_path / LABELS, np.arange(12))  # label 11 is not a class
-    with pytest.raises(data.DataError, match="label 11 outside 0..9"):
+    write_split(tmp_path, "test", n=11, n_labels=11)
+    write_idx(tmp_path / LABELS, np.arange(11))  # 10, the first label past the classes
+    with pytest.raises(data.DataError, match="label 10 outside 0..9"):
         data.load_dataset("mnist", tmp_path, split="test")
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import data_root
 
-from tinygan import backend, checkpoint, classifier, cli, data, metrics, models, runner
+from tinygan import backend, checkpoint, classifier, cli, data, metrics, models, nn, runner
 from tinygan.train import Trainer
 
 # ----------------------------------------------------------------- Fréchet distance: algebra
@@ -78,10 +78,21 @@ def test_fd_of_a_collapsed_generator_is_the_spread_it_missed():
     rng = np.random.default_rng(4)
     real = rng.standard_normal((1000, 16)) * 2
     collapsed = np.repeat(real[:1], 1000, axis=0)
-    mu, s = metrics.feature_statistics(real)
+    mu, s = real.mean(axis=0), np.cov(real, rowvar=False)  # unbiased: divided by n - 1
     expected = np.sum((mu - real[0]) ** 2) + np.trace(s)
     assert metrics.fd(real, collapsed) == pytest.approx(expected, rel=1e-9)
     assert metrics.fd(real, collapsed) > 50 * metrics.fd(real[:500], real[500:])
+
+
+def test_feature_statistics_by_hand():
+    """Rows (1, 2), (3, 2), (2, 5): mean (2, 3), deviations (-1, -1), (1, -1), (0, 2), whose
+    outer products sum to [[2, 0], [0, 6]]; divided by n - 1 = 2 (unbiased), not by n."""
+    mu, s = metrics.feature_statistics([[1, 2], [3, 2], [2, 5]])
+    np.testing.assert_array_equal(mu, [2.0, 3.0])
+    np.testing.assert_array_equal(s, [[1.0, 0.0], [0.0, 3.0]])
+    assert mu.dtype == s.dtype == np.float64
+    # one feature: still a (1, 1) matrix (np.cov alone returns a 0-d array)
+    assert metrics.feature_statistics([[1.0], [3.0]])[1].tolist() == [[2.0]]
 
 
 def test_fd_of_gaussian_samples_approaches_the_true_distance():
@@ -162,13 +173,43 @@ def test_generate_samples_uses_its_own_noise_and_balanced_labels():
     assert gan.generator.training  # back in training mode afterwards
 
 
+def test_real_subset_is_a_fixed_random_choice():
+    """n of the real images, each at most once, drawn at random (not the first n, which in
+    a file sorted by class would be one class) and the same for every call; n may be all
+    of them, not more."""
+    real = np.arange(1000)[:, None]
+    subset = metrics.real_subset(real, 100)
+    picked = subset[:, 0]
+    assert len(np.unique(picked)) == 100 and np.all(np.diff(picked) > 0)
+    assert picked.max() > 500  # the first 100 would all be below 100
+    np.testing.assert_array_equal(metrics.real_subset(real, 100), subset)
+    np.testing.assert_array_equal(metrics.real_subset(real, 1000), real)
+    with pytest.raises(ValueError, match="asked for n=1001 samples but only 1000 real images "
+                                         "are available; use --n 1000 or less"):
+        metrics.real_subset(real, 1001)
+
+
 def test_evaluate_for_training_on_toy_data():
+    """The run's own mixture, the protocol's 2,500 samples, the noise of the run's seed. G
+    here is x = 2 z, which lands samples near many grid centres and some ring ones: the
+    numbers tell the two mixtures apart."""
     config = runner.RunConfig(model="gan", data="grid", seed=2)
     gan = models.build("gan", (2,))
+    gan.generator = nn.Sequential(nn.Dense(2, 2))
+    gan.generator[0].params["weight"][...] = 2 * np.eye(2)
+    gan.generator[0].params["bias"][...] = 0
     result = metrics.evaluate_for_training(gan, config, None, None)
     assert set(result) == {"modes", "hq_percent"}
     assert all(isinstance(v, (int, float)) for v in result.values())
     json.dumps(result)
+    samples, _ = metrics.generate_samples(gan, metrics.TOY_SAMPLES, seed=2)
+    grid = data.TOY_DATASETS["grid"]
+    expected = metrics.mode_coverage(samples, grid.centres, grid.sigma)
+    assert result == {"modes": expected["modes"], "hq_percent": expected["hq_percent"]}
+    ring = data.TOY_DATASETS["ring"]
+    assert result != {k: v for k, v in metrics.mode_coverage(samples, ring.centres, ring.sigma)
+                      .items() if k != "modes_total"}
+    assert result["modes"] > 5
 
 
 def test_evaluate_for_training_on_images_without_a_classifier_is_empty(tmp_path, monkeypatch):
@@ -214,6 +255,17 @@ def test_cli_eval_without_a_classifier_says_how_to_train_one(tmp_path, monkeypat
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "no classifier at" in err and "tinygan classifier train --data mnist" in err
+
+
+def test_a_classifier_of_the_other_dataset_is_refused(tmp_path):
+    """FD and scores measured through a Fashion-MNIST classifier mean nothing for MNIST."""
+    path = tmp_path / "clf.npz"
+    classifier.save(path, classifier.Classifier(), {"data": "fashion-mnist"})
+    with pytest.raises(ValueError, match=f"classifier {path} was trained on fashion-mnist, but "
+                                         "the model was trained on mnist"):
+        metrics.find_classifier("mnist", path)
+    assert metrics.find_classifier("fashion-mnist", path)[1:] == (
+        classifier.load(path)[1], str(path))
 
 
 @pytest.mark.parametrize("command", [["eval", "--checkpoint", "x.npz"],
@@ -268,6 +320,33 @@ def test_classifier_load_rejects_other_files(tmp_path):
         classifier.load(path)
     with pytest.raises(FileNotFoundError):
         classifier.load(tmp_path / "missing.npz")
+
+
+def test_predict_runs_in_eval_mode_and_restores_the_mode():
+    """Called on a model left in training mode, predict still uses BatchNorm's running
+    statistics and no dropout (so it draws no random numbers), and leaves training mode on."""
+    model = classifier.Classifier()
+    images = np.random.default_rng(10).uniform(-1, 1, (8, 1, 28, 28)).astype(np.float32)
+    model.forward(backend.to_device(images))  # moves the running statistics off 0 and 1
+    model.eval()
+    h = model.body.forward(backend.to_device(images))
+    expected = backend.to_host(h), backend.to_host(model.head.forward(h))
+    model.train()
+    state = backend.get_rng_state()
+    features, logits = model.predict(images)
+    assert backend.get_rng_state() == state and model.training
+    np.testing.assert_array_equal(features, expected[0])
+    np.testing.assert_array_equal(logits, expected[1])
+    assert features.dtype == logits.dtype == np.float64
+
+
+def test_cosine_lr_falls_from_lr_to_zero():
+    """lr (1 + cos(pi t / T)) / 2: lr at t = 0, (1 + 1/sqrt 2) / 2 of it at T/4, half at T/2,
+    0 at T."""
+    assert classifier.cosine_lr(0.1, 0, 100) == 0.1
+    assert classifier.cosine_lr(0.1, 25, 100) == pytest.approx(0.1 * (1 + 0.5**0.5) / 2)
+    assert classifier.cosine_lr(0.1, 50, 100) == pytest.approx(0.05)
+    assert classifier.cosine_lr(0.1, 100, 100) == pytest.approx(0.0, abs=1e-17)
 
 
 def test_heldout_split_sizes():

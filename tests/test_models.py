@@ -107,6 +107,31 @@ def test_dcgan_dropout_after_each_upsampling_block():
     assert layer_types(gan.generator).count(nn.Dropout) == 2
 
 
+def test_dcgan_init_follows_radford_et_al():
+    """Every conv, transposed conv and dense weight ~ N(0, 0.02), biases 0, BatchNorm's
+    gamma ~ N(1, 0.02) and beta 0. The layers hold n = 64 to 627,200 values; the sample
+    mean of n draws has standard error 0.02 / sqrt(n) and the sample std a relative one of
+    about 1 / sqrt(2n), so each is checked to within 5 of its standard errors (the default
+    initialisations, e.g. U(-1/4, 1/4) with std 0.14 in D's first conv, are far outside)."""
+    gan = models.build("dcgan", (1, 28, 28))
+    seen = set()
+    for network in (gan.generator, gan.discriminator):
+        for _, layer in network.modules():
+            if isinstance(layer, (nn.Dense, nn.Conv2d, nn.ConvTranspose2d)):
+                mean = 0.0
+            elif isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                mean = 1.0
+            else:
+                continue
+            seen.add(type(layer))
+            w = backend.to_host(layer.params["weight"]).astype(np.float64).ravel()
+            n = w.size
+            assert abs(w.mean() - mean) < 5 * 0.02 / np.sqrt(n), (layer, w.mean())
+            assert abs(w.std() / 0.02 - 1) < 5 / np.sqrt(2 * n), (layer, w.std())
+            assert not np.any(backend.to_host(layer.params["bias"])), layer
+    assert seen == {nn.Dense, nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm1d, nn.BatchNorm2d}
+
+
 def test_learning_rates():
     for name in ("gan", "cgan", "acgan"):
         assert models.build(name, (2,)).lr == models.build(name, (1, 28, 28)).lr == 2e-4

@@ -185,6 +185,80 @@ def test_lr_decay_defaults_to_the_second_half_for_points_only(shape, expected):
         runner.RunConfig(lr_decay=1.5).decay_fraction(shape)
 
 
+def record_learning_rates(monkeypatch):
+    """The list of (G's lr, D's lr) that every Trainer.step from now on is called with."""
+    rates, step = [], Trainer.step
+
+    def recording_step(trainer, *args):
+        rates.append((trainer.g_opt.lr, trainer.d_opt.lr))
+        return step(trainer, *args)
+
+    monkeypatch.setattr(Trainer, "step", recording_step)
+    return rates
+
+
+def test_runner_decays_the_rate_over_the_last_share_of_the_run(tmp_path, monkeypatch):
+    """20 steps (two epochs of 10) decaying over the last half: the full rate up to step 10
+    (0-based), then (20 - step) / 10 of it, down to 1/10 on the last step, for both networks.
+    The rate is set from the step alone, so the second epoch continues the line."""
+    rates = record_learning_rates(monkeypatch)
+    runner.run(runner.RunConfig(steps=20, batch_size=1000, lr_decay=0.5, evaluate=False,
+                                out=str(tmp_path)), progress=False)
+    expected = 2e-4 * np.array([1.0] * 11 + [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1])
+    np.testing.assert_allclose([g for g, _ in rates], expected, rtol=1e-12)
+    np.testing.assert_allclose([d for _, d in rates], expected, rtol=1e-12)
+
+
+def batch_orders(tmp_path, monkeypatch, seed, model="gan", steps=20):
+    """The indices of the points in every batch of a run on 10,000 points whose first
+    coordinate is its index / 10,000 (batch 1000: 10 steps an epoch), as (steps, 1000)."""
+    points = np.stack([np.arange(10_000) / 10_000, np.zeros(10_000)], axis=1)
+    seen, step = [], Trainer.step
+
+    def recording_step(trainer, x, *args):
+        seen.append(np.rint(host(x)[:, 0] * 10_000).astype(int))
+        return step(trainer, x, *args)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "load_training_data",
+                      lambda config: (points.astype(np.float32), np.arange(10_000) % 8, 8))
+        patch.setattr(Trainer, "step", recording_step)
+        runner.run(runner.RunConfig(model=model, steps=steps, batch_size=1000, seed=seed,
+                                    evaluate=False, out=str(tmp_path / f"{model}-{seed}")),
+                   progress=False)
+    return np.array(seen)
+
+
+def test_every_epoch_is_a_new_shuffle_fixed_by_seed_and_epoch(tmp_path, monkeypatch):
+    """Each epoch visits every point once, in an order of its own; the orders depend only
+    on the seed and the epoch, not on what training drew from the random generators (a
+    WGAN draws 5 critic batches' noise per generator step, a GAN 1) nor on the length."""
+    orders = batch_orders(tmp_path, monkeypatch, seed=3)
+    epochs = orders.reshape(2, 10_000)
+    for epoch in epochs:
+        np.testing.assert_array_equal(np.sort(epoch), np.arange(10_000))
+    assert not np.array_equal(epochs[0], epochs[1])
+    assert not np.array_equal(epochs[0], np.arange(10_000))  # shuffled, not in file order
+    np.testing.assert_array_equal(batch_orders(tmp_path, monkeypatch, seed=3, model="wgan",
+                                               steps=30)[:20], orders)
+    other_seed = batch_orders(tmp_path, monkeypatch, seed=4)
+    assert not np.array_equal(other_seed[:10], orders[:10])
+    assert not np.array_equal(other_seed[10:], orders[10:])
+
+
+def test_sample_grid_of_a_conditional_model_has_a_row_per_class():
+    """runner.fixed_inputs: labels 0..K-1, one row of 10 each; unconditional models get 64
+    samples and no labels. Drawn from a generator of their own, not training's."""
+    trainer = runner.build_trainer(runner.RunConfig(model="cgan"), (1, 28, 28), 10)
+    state = backend.get_rng_state()
+    z, y = runner.fixed_inputs(trainer, seed=0)
+    assert backend.get_rng_state() == state
+    assert host(y).tolist() == [k for k in range(10) for _ in range(10)]
+    assert z.shape == (100, 100) and z.dtype == np.float32
+    z, y = runner.fixed_inputs(runner.build_trainer(runner.RunConfig(), (2,), 8), seed=0)
+    assert z.shape == (64, 2) and y is None
+
+
 # -- AC-GAN: two heads on one set of logits, exactly one softmax ---------------------------
 
 
