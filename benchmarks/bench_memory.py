@@ -42,8 +42,8 @@ def worker(spec):
         trainer = TorchTrainer(model, device="cuda" if gpu else "cpu")
         real = torch.from_numpy(host).to("cuda" if gpu else "cpu")
 
-        def device_bytes():
-            return torch.cuda.max_memory_allocated()
+        def device_bytes():  # what its caching allocator held at most, as CuPy's pool below
+            return torch.cuda.max_memory_reserved()
     else:
         from tinygan import backend
         from tinygan.models import build

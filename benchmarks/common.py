@@ -43,12 +43,24 @@ def add_common_arguments(parser, batch=(64, 256)):
     parser.add_argument("--worker", help=argparse.SUPPRESS)
 
 
+def torch_has_cuda():
+    """Whether the installed torch sees a GPU, asked in a child process (importing torch
+    here would make the parent ~200 MB, see machine_info)."""
+    code = "import torch; print(torch.cuda.is_available())"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    return proc.returncode == 0 and proc.stdout.strip() == "True"
+
+
 def torch_wanted(args):
     if args.no_torch:
         return False
     if not have_torch():
         print("PyTorch is not installed: the PyTorch comparison is skipped "
               "(pip install torch to enable it).")
+        return False
+    if args.backend == "cupy" and not torch_has_cuda():  # e.g. the CPU build CI installs
+        print("PyTorch has no CUDA here (a CPU-only build?): the PyTorch comparison on the "
+              "GPU is skipped.")
         return False
     return True
 

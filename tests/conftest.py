@@ -39,8 +39,23 @@ def data_dir():
     return root
 
 
+# The backend under test: TINYGAN_BACKEND's, else numpy (chosen here, on first use).
+UNDER_TEST = backend.name()
+
+
 @pytest.fixture(autouse=True)
 def _seeded_backend():
-    """Every test starts from the same generator state, on the backend under test."""
+    """Every test starts from the same generator state, on the backend under test.
+
+    A test that runs a command or ``runner.run`` with ``--backend numpy`` (or a config
+    saying so) switches the backend for good: without putting the backend under test
+    back, every test after it would silently run on NumPy under ``TINYGAN_BACKEND=cupy``.
+    It is put back after the test too, so that module-scoped fixtures built before the
+    next test's setup (a trained classifier) live on the backend under test as well.
+    """
+    if backend.name() != UNDER_TEST:
+        backend.use(UNDER_TEST)
     backend.seed(0)
     yield
+    if backend.name() != UNDER_TEST:
+        backend.use(UNDER_TEST)

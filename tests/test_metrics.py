@@ -196,7 +196,7 @@ def test_evaluate_for_training_on_toy_data():
     config = runner.RunConfig(model="gan", data="grid", seed=2)
     gan = models.build("gan", (2,))
     gan.generator = nn.Sequential(nn.Dense(2, 2))
-    gan.generator[0].params["weight"][...] = 2 * np.eye(2)
+    gan.generator[0].params["weight"][...] = backend.to_device(2 * np.eye(2))
     gan.generator[0].params["bias"][...] = 0
     result = metrics.evaluate_for_training(gan, config, None, None)
     assert set(result) == {"modes", "hq_percent"}

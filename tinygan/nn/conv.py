@@ -12,7 +12,9 @@ and what they return is ``to_nchw(a)``: an (N, C, H, W) *view* of (C, H, W, N) m
 made without copying. NumPy's elementwise operations allocate their results in the
 memory order of their inputs, so ReLU, BatchNorm, ... keep that order, and the next
 convolution gets its (C, H, W, N) array back for free (``to_chwn`` of such a view is
-again a view). Why batch last:
+again a view). CuPy allocates elementwise results C-ordered instead, so on a GPU the
+convolution after such a layer reads its input through one transposing copy on the
+device (correct either way; ``to_chwn`` copies only what is not batch last). Why batch last:
 
 - a (C, H, W, N) array *is* the (C, H*W*N) matrix the products below multiply, so
   going between arrays and matrices is a reshape, never a transposing copy;
