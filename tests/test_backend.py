@@ -115,7 +115,21 @@ def test_environment_variable_picks_the_backend(name, ok):
         assert result.returncode == 0 and result.stdout.strip() == name
     else:
         assert result.returncode != 0
-        assert "unknown tinygan backend 'nope'; valid backends: numpy, cupy" in result.stderr
+        assert ("TINYGAN_BACKEND=nope: unknown tinygan backend 'nope'; valid backends: numpy, "
+                "cupy") in result.stderr
+
+
+def test_a_backend_that_cannot_run_fails_on_first_use_not_on_import():
+    """Importing tinygan never fails for TINYGAN_BACKEND's sake; the first array does, with
+    the variable named (the CLI turns that into its one-line error)."""
+    env = dict(os.environ, TINYGAN_BACKEND="nope")
+    code = ("import tinygan.cli, tinygan.nn; print('imported')\n"
+            "from tinygan.backend import xp; xp.zeros(1)")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, timeout=60, cwd=Path(__file__).parents[1])
+    assert result.stdout == "imported\n" and result.returncode != 0
+    assert result.stderr.splitlines()[-1] == ("ValueError: TINYGAN_BACKEND=nope: unknown tinygan "
+                                              "backend 'nope'; valid backends: numpy, cupy")
 
 
 # -- seeding -----------------------------------------------------------------------------
@@ -151,6 +165,50 @@ def test_rng_state_round_trip():
     second = (backend.to_host(backend.rng().random(4)), backend.host_rng().random(4))
     for a, b in zip(first, second, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+
+def test_rng_snapshot_under_cupys_rules_is_a_seed_that_replays(monkeypatch):
+    """CuPy's generator state cannot be read, so there a snapshot is a seed: the one the
+    device generator was started from if nothing was drawn since, else a fresh one drawn
+    from the host generator (which moves it on once). Checked here with NumPy's generator
+    standing in for CuPy's: only the bookkeeping is under test."""
+    monkeypatch.setattr(backend, "_name", "cupy")
+    backend.seed(5)
+    assert backend.get_rng_state()["device"] == 5  # nothing drawn since seed(5)
+
+    def draws():
+        return backend.to_host(backend.rng().random(4)), backend.host_rng().random(4)
+
+    backend.rng().random(3)
+    state = backend.get_rng_state()
+    assert isinstance(state["device"], int) and state["device"] != 5
+    assert backend.get_rng_state() == state  # nothing handed out since: the same snapshot
+    first = draws()
+    draws()
+    backend.set_rng_state(state)
+    assert backend.get_rng_state() == state  # a restored snapshot is the state again
+    for a, b in zip(first, draws(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_rng_snapshot_of_one_backend_restores_under_the_others_rules(monkeypatch):
+    """A checkpoint moves between backends: a NumPy snapshot restored on CuPy starts the
+    device generator from the host one (the same way every time), and a CuPy snapshot
+    (a seed) restored on NumPy seeds it."""
+    backend.seed(7)
+    backend.rng().random(3)
+    numpy_state = backend.get_rng_state()
+    monkeypatch.setattr(backend, "_name", "cupy")
+    backend.set_rng_state(numpy_state)
+    first = backend.to_host(backend.rng().random(4))
+    backend.set_rng_state(numpy_state)
+    np.testing.assert_array_equal(backend.to_host(backend.rng().random(4)), first)
+    cupy_state = backend.get_rng_state()
+    after_cupy_state = backend.to_host(backend.rng().random(4))
+    monkeypatch.setattr(backend, "_name", "numpy")
+    backend.set_rng_state(cupy_state)
+    np.testing.assert_array_equal(backend.to_host(backend.rng().random(4)), after_cupy_state)
 
 
 # -- host <-> device ---------------------------------------------------------------------

@@ -699,6 +699,40 @@ def test_python_dash_m_entry_point(tmp_path):
     assert bad.returncode == 2 and len(bad.stderr.splitlines()) == 1
 
 
+
+def test_an_unusable_tinygan_backend_variable_is_a_one_line_error(tmp_path):
+    """The backend is chosen on first use, inside the command, so a TINYGAN_BACKEND that
+    cannot run is reported like any other bad input, not as a traceback from an import."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TINYGAN_BACKEND": "nope"}
+    result = subprocess.run([sys.executable, "-m", "tinygan", "train", "--steps", "1",
+                             "--out", str(tmp_path / "run")],
+                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "tinygan train: error: TINYGAN_BACKEND=nope: unknown tinygan backend 'nope'; "
+        "valid backends: numpy, cupy"]
+    assert not (tmp_path / "run").exists()
+
+
+def test_commands_run_on_the_backend_in_use_unless_told(tmp_path, capsys, monkeypatch):
+    """Without --backend, train (new or resumed) and sample use the backend in use, which is
+    TINYGAN_BACKEND's: `TINYGAN_BACKEND=cupy tinygan train` trains on the GPU, and a run saved
+    on a GPU resumes on this machine's backend. --backend still wins."""
+    asked = []
+    real_use = backend.use
+    monkeypatch.setattr(backend, "name", lambda: "cupy")  # as if TINYGAN_BACKEND=cupy
+    monkeypatch.setattr(backend, "use", lambda name: asked.append(name) or real_use("numpy"))
+    saved = tmp_path / "run" / "checkpoint.npz"
+    quiet = ("--quiet", "--no-eval")
+    assert run(capsys, "train", "--steps", 1, "--batch-size", 500, "--out", saved.parent,
+               *quiet)[0] == 0
+    assert run(capsys, "train", "--resume", saved, "--steps", 2, *quiet)[0] == 0
+    assert run(capsys, "sample", "--checkpoint", saved, "--out", tmp_path / "s.png")[0] == 0
+    assert run(capsys, "sample", "--checkpoint", saved, "--out", tmp_path / "s.png",
+               "--backend", "numpy")[0] == 0
+    assert asked == ["cupy", "cupy", "cupy", "numpy"]
+
+
 def test_sigterm_during_a_download_leaves_no_partial_file(tmp_path):
     """``kill`` ends the command like Ctrl-C: one line, exit status 143, and the half-fetched
     file in the cache is removed (by default SIGTERM would end Python without unwinding)."""

@@ -4,7 +4,9 @@ Every other module writes ``from tinygan.backend import xp`` and calls ``xp.zero
 ``xp.exp``, ... . ``xp`` is a thin stand-in that forwards each attribute to the
 library in use (NumPy by default, CuPy after ``use("cupy")`` or with
 ``TINYGAN_BACKEND=cupy``), so switching backends also switches modules that
-imported ``xp`` earlier.
+imported ``xp`` earlier. The library is chosen on first use, not on import, so that
+a ``TINYGAN_BACKEND`` that cannot run (no GPU) fails where errors are reported (the
+CLI's one line), not inside some ``import tinygan...``.
 
 Random numbers come from one seeded generator, ``rng()``, that lives on the same
 device as the arrays; ``seed(n)`` re-seeds it (and the host generator used for
@@ -19,20 +21,21 @@ import numpy
 
 BACKENDS = ("numpy", "cupy")
 
-_library = numpy  # the array module in use
-_name = "numpy"
-_rng = numpy.random.default_rng(0)
-_host_rng = numpy.random.default_rng(0)
+_library = None  # the array module in use; None until first use (see _active)
+_name = None
+_rng = None  # the device generator, on _library
+_device_seed = None  # the seed _rng was started from, until it is handed out (get_rng_state)
+_host_rng = None  # NumPy's, for the data
 
 
 class _ArrayNamespace:
     """Forwards ``xp.anything`` to the active array library (numpy or cupy)."""
 
     def __getattr__(self, attr):
-        return getattr(_library, attr)
+        return getattr(_active(), attr)
 
     def __repr__(self):
-        return f"<tinygan array namespace: {_name}>"
+        return f"<tinygan array namespace: {_name or 'chosen on first use'}>"
 
 
 xp = _ArrayNamespace()
@@ -66,51 +69,85 @@ def use(name):
     seed(0)
 
 
+def _active():
+    """The array module in use; on first use, the one TINYGAN_BACKEND names (else NumPy)."""
+    if _library is None:
+        requested = os.environ.get("TINYGAN_BACKEND", "numpy")
+        try:
+            use(requested)
+        except (ValueError, RuntimeError) as err:  # say where the name came from
+            raise type(err)(f"TINYGAN_BACKEND={requested}: {err}") from None
+    return _library
+
+
 def name():
     """The name of the backend in use: 'numpy' or 'cupy'."""
+    _active()
     return _name
 
 
 def seed(n):
     """Re-seed the device generator (weights, noise, dropout) and the host one (shuffling)."""
-    global _rng, _host_rng
-    _rng = _library.random.default_rng(n)
+    global _host_rng
+    _active()
+    _seed_device(n)
     _host_rng = numpy.random.default_rng(n)
+
+
+def _seed_device(n):
+    global _rng, _device_seed
+    _rng = _library.random.default_rng(n)
+    _device_seed = n  # what a snapshot on CuPy records while no draw has been made
 
 
 def rng():
     """The seeded random generator of the active backend."""
+    global _device_seed
+    _active()
+    _device_seed = None  # handed out, so perhaps drawn from: its seed no longer says its state
     return _rng
 
 
 def host_rng():
     """The seeded NumPy generator for host-side randomness (data shuffling)."""
+    _active()
     return _host_rng
 
 
 def get_rng_state():
     """A picklable snapshot of both generators, for checkpoints and gradient checks.
 
-    NumPy generators expose their full state. CuPy's XORWOW generator does not, so on
-    CuPy the device part is ``None`` and restoring it re-seeds from the host generator.
+    NumPy generators expose their full state. CuPy's XORWOW generator does not (its state
+    lives on the GPU), so on CuPy the snapshot holds a seed instead: if the device
+    generator has been handed out since it was seeded, it is started afresh from a seed
+    drawn from the host generator first. Either way, restoring the snapshot replays
+    exactly the draws that followed it; on CuPy taking one moves both streams on once.
     """
-    device = getattr(_rng.bit_generator, "state", None) if _name == "numpy" else None
+    if name() == "numpy":
+        device = _rng.bit_generator.state
+    else:
+        if _device_seed is None:
+            _seed_device(int(_host_rng.integers(2**63)))
+        device = _device_seed
     return {"device": device, "host": _host_rng.bit_generator.state}
 
 
 def set_rng_state(state):
-    """Restore a snapshot taken by ``get_rng_state``."""
-    global _rng
+    """Restore a snapshot taken by ``get_rng_state`` (on either backend)."""
+    on_numpy = name() == "numpy"
     _host_rng.bit_generator.state = state["host"]
-    if state["device"] is not None and _name == "numpy":
-        _rng.bit_generator.state = state["device"]
-    else:
-        _rng = _library.random.default_rng(int(_host_rng.integers(2**63)))
+    device = state["device"]
+    if isinstance(device, int):  # taken on CuPy: a seed
+        _seed_device(device)
+    elif on_numpy and device is not None:  # a NumPy generator's full state
+        _rng.bit_generator.state = device
+    else:  # a NumPy state cannot be carried over to CuPy: start from the host generator
+        _seed_device(int(_host_rng.integers(2**63)))
 
 
 def to_device(array, dtype=None):
     """Move a host (NumPy) array to the active backend, optionally casting it."""
-    out = _library.asarray(array)
+    out = _active().asarray(array)
     return out if dtype is None else out.astype(dtype, copy=False)
 
 
@@ -140,7 +177,7 @@ def keep_freed_memory():
     The NumPy backend on glibc (Linux) only; elsewhere it does nothing. Idempotent.
     """
     global _freed_memory_kept
-    if _freed_memory_kept or _name != "numpy" or platform.libc_ver()[0] != "glibc":
+    if _freed_memory_kept or name() != "numpy" or platform.libc_ver()[0] != "glibc":
         return _freed_memory_kept
     libc = ctypes.CDLL("libc.so.6")
     m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's <malloc.h>
@@ -148,6 +185,3 @@ def keep_freed_memory():
                               and libc.mallopt(m_trim_threshold, 1 << 30))
     return _freed_memory_kept
 
-
-if os.environ.get("TINYGAN_BACKEND", "numpy") != "numpy":
-    use(os.environ["TINYGAN_BACKEND"])

@@ -75,6 +75,13 @@ def fraction(text):
     return number(text, float, lambda v: 0 <= v <= 1, "in [0, 1]")
 
 
+def add_backend_argument(parser):
+    # no default here: the backend in use (TINYGAN_BACKEND's, else numpy), looked up when
+    # the command runs, so that a TINYGAN_BACKEND that cannot run is reported in one line
+    parser.add_argument("--backend", choices=backend.BACKENDS,
+                        help="array library (default: $TINYGAN_BACKEND, else numpy)")
+
+
 def add_train_parser(sub):
     p = sub.add_parser("train", help="train a GAN",
                        description="Train a GAN; with no arguments, the vanilla GAN on the ring.")
@@ -94,7 +101,7 @@ def add_train_parser(sub):
     p.add_argument("--lr-decay", type=fraction, metavar="FRACTION",
                    help="lower the learning rate linearly to 0 over this last share of the run "
                         "(default: 0.5 for 2-D data, 0 for images)")
-    p.add_argument("--backend", choices=backend.BACKENDS, default="numpy")
+    add_backend_argument(p)
     p.add_argument("--seed", type=non_negative_int, help="default: 0")
     p.add_argument("--out", help="output folder (default: runs/MODEL-DATA)")
     p.add_argument("--resume", metavar="FILE",
@@ -127,7 +134,7 @@ def add_sample_parser(sub):
                    help="default: samples.png in the current folder (the run's own "
                         "samples.png beside the checkpoint is left alone)")
     p.add_argument("--seed", type=non_negative_int, default=0)
-    p.add_argument("--backend", choices=backend.BACKENDS, default="numpy")
+    add_backend_argument(p)
 
 
 def add_eval_parser(sub):
@@ -148,7 +155,7 @@ def add_eval_parser(sub):
     p.add_argument("--data-dir", help="folder with the real images (default: the run's)")
     p.add_argument("--seed", type=non_negative_int, default=0,
                    help="seed of the generator's noise")
-    p.add_argument("--backend", choices=backend.BACKENDS, default="numpy")
+    add_backend_argument(p)
 
 
 def add_classifier_parser(sub):
@@ -166,7 +173,7 @@ def add_classifier_parser(sub):
     t.add_argument("--out", metavar="FILE.npz",
                    help="default: classifier-DATA.npz in the cache folder, where eval looks")
     t.add_argument("--seed", type=non_negative_int, default=0)
-    t.add_argument("--backend", choices=backend.BACKENDS, default="numpy")
+    add_backend_argument(t)
 
 
 # RunConfig fields that the train command's flags set, and those a resumed run may change
@@ -189,8 +196,7 @@ def resumed_fields(given, path):
     weights, optimizer state and schedule in the checkpoint belong to those settings.
     """
     # a setting added after the run was saved takes its default, which is what the run used
-    defaults = {f.name: f.default for f in dataclasses.fields(runner.RunConfig)}
-    saved = {**defaults, **checkpoint.load_run(path)[1]["config"]}
+    saved = {**dataclasses.asdict(runner.RunConfig()), **checkpoint.load_run(path)[1]["config"]}
     for name, value in given.items():
         if value is not None and name not in CHANGEABLE_ON_RESUME and value != saved[name]:
             flag = "--" + name.replace("_", "-")
@@ -204,7 +210,7 @@ def resumed_fields(given, path):
     fields = {k: v for k, v in saved.items() if k in RUN_FLAGS}
     if given["epochs"] or given["steps"]:  # a new length replaces both saved fields
         fields["epochs"], fields["steps"] = given["epochs"], given["steps"]
-    fields["backend"] = given["backend"]
+    fields["backend"] = given["backend"] or backend.name()  # not the saved one: this machine's
     fields["data_dir"] = given["data_dir"] or saved["data_dir"]
     return fields
 
@@ -230,7 +236,7 @@ def train(args):
 
 
 def sample(args):
-    backend.use(args.backend)
+    backend.use(args.backend or backend.name())
     if not args.out.endswith(".png") or os.path.isdir(args.out):
         raise ValueError(f"--out {args.out}: expected the path of a .png file to write")
     files.check_writable(os.path.dirname(os.path.abspath(args.out)), "--out folder")
@@ -262,7 +268,7 @@ def sample(args):
 
 def evaluate(args):
     check_data_dir(args.data_dir)
-    backend.use(args.backend)
+    backend.use(args.backend or backend.name())
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "eval.json")
     files.check_writable(os.path.dirname(os.path.abspath(out)), "folder of the report")
     report = metrics.evaluate_checkpoint(args.checkpoint, args.classifier, args.n,
@@ -274,7 +280,7 @@ def evaluate(args):
 
 def classifier_command(args):
     check_data_dir(args.data_dir)
-    backend.use(args.backend)
+    backend.use(args.backend or backend.name())
     classifier.train_command(args.data, args.data_dir, args.epochs, args.out, args.seed)
 
 

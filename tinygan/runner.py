@@ -19,7 +19,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
@@ -41,7 +41,7 @@ class RunConfig:
     batch_size: int | None = None  # default: 256 for 2-D points, 64 for images
     lr: float | None = None  # default: the family's (models.build)
     lr_decay: float | None = None  # share of the run over which lr falls linearly to 0
-    backend: str = "numpy"
+    backend: str = field(default_factory=lambda: backend.name())  # TINYGAN_BACKEND, else numpy
     seed: int = 0
     out: str = "runs/gan-ring"
     z_dim: int | None = None
