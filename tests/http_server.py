@@ -27,7 +27,8 @@ def _serving(handler):
     """Run ``handler`` on 127.0.0.1 at a free port (port 0) in a thread; yields its base URL."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True  # a handler still busy does not hold up the shutdown
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # shutdown() waits for the loop's next poll: 0.5 s by default, a pause on every test
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/"
@@ -43,6 +44,23 @@ def closed_port_url():
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}/"
+
+
+@contextlib.contextmanager
+def serve_not_http():
+    """A server on 127.0.0.1 that answers every request with an SSH banner, not HTTP:
+    urllib raises http.client.BadStatusLine, which is not an OSError."""
+
+    class NotHttp(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.wfile.write(b"SSH-2.0-OpenSSH_9.6\r\n")
+            self.close_connection = True
+
+        def log_message(self, *args):
+            pass
+
+    with _serving(NotHttp) as url:
+        yield url
 
 
 @contextlib.contextmanager

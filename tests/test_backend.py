@@ -89,6 +89,20 @@ def test_cupy_without_gpu_gives_one_line_error(restore_backend, monkeypatch, run
     assert "\n" not in str(err.value)
 
 
+def test_switching_makes_fresh_generators_from_the_new_library(restore_backend, monkeypatch):
+    """The device generator must come from the library now in use (a NumPy generator
+    left behind would hand host arrays to CuPy code), and both restart from seed 0."""
+    module = fake_cupy()
+    monkeypatch.setitem(sys.modules, "cupy", module)
+    backend.seed(5)
+    backend.rng().random(3)
+    backend.use("cupy")
+    assert "random" in module.looked_up
+    np.testing.assert_array_equal(backend.rng().random(3), np.random.default_rng(0).random(3))
+    np.testing.assert_array_equal(backend.host_rng().permutation(5),
+                                  np.random.default_rng(0).permutation(5))
+
+
 def test_xp_follows_the_switch_into_modules_that_imported_it(restore_backend, monkeypatch):
     module = fake_cupy()
     monkeypatch.setitem(sys.modules, "cupy", module)

@@ -120,11 +120,14 @@ def damaged_files(tmp_path):
     flipped[len(raw) // 2] ^= 0xFF  # inside an array's data: the zip CRC catches it
     np.savez(tmp_path / "no-meta.npz", weights=np.zeros(3))
     np.savez(tmp_path / "foreign.npz", meta=np.array("{}"), **{"encoder/w": np.zeros(2)})
+    np.savez(tmp_path / "meta-not-json.npz", meta=np.array("{step: 1"))
+    np.savez(tmp_path / "meta-a-list.npz", meta=np.array("[1, 2]"))
     files = {"truncated.npz": raw[: len(raw) // 2], "header-only.npz": raw[:100],
              "empty.npz": b"", "text.npz": b"not a checkpoint\n", "flipped.npz": bytes(flipped)}
     for name, content in files.items():
         (tmp_path / name).write_bytes(content)
-    return [*files, "no-meta.npz", "foreign.npz", "missing.npz"]
+    return [*files, "no-meta.npz", "foreign.npz", "meta-not-json.npz", "meta-a-list.npz",
+            "missing.npz"]
 
 
 def test_damaged_checkpoints_raise_one_line_checkpoint_error(tmp_path):
@@ -133,6 +136,23 @@ def test_damaged_checkpoints_raise_one_line_checkpoint_error(tmp_path):
             checkpoint.load(tmp_path / name)
         message = str(info.value)
         assert "\n" not in message and name in message, (name, message)
+    with pytest.raises(checkpoint.CheckpointError, match="missing.npz does not exist$"):
+        checkpoint.load(tmp_path / "missing.npz")
+
+
+RUN_KEYS = ("config", "data_shape", "model_options", "trainer_step")
+
+
+@pytest.mark.parametrize("missing", RUN_KEYS)
+def test_load_run_needs_every_setting_of_a_training_run(tmp_path, missing):
+    path = tmp_path / "ck.npz"
+    meta = {key: 0 for key in RUN_KEYS}
+    checkpoint.save_npz_atomic(path, {}, meta)
+    assert checkpoint.load_run(path)[1] == meta
+    del meta[missing]
+    checkpoint.save_npz_atomic(path, {}, meta)
+    with pytest.raises(checkpoint.CheckpointError, match=f"has no '{missing}' in its meta"):
+        checkpoint.load_run(path)
 
 
 # -- atomic writes -------------------------------------------------------------------------
@@ -151,6 +171,30 @@ def test_an_unwritable_destination_is_named_not_the_temporary_file(tmp_path):
     with pytest.raises(OSError, match=f"^cannot write {blocked / 'ck.npz'}: "):
         with files.written_atomically(blocked / "ck.npz"):
             pass
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_check_writable_tries_a_file_not_just_the_folder(tmp_path):
+    """/proc exists but takes no new file, even for root (who may write any chmod-ed folder)."""
+    files.check_writable(tmp_path / "new", "output folder")
+    assert (tmp_path / "new").is_dir() and os.listdir(tmp_path / "new") == []
+    with pytest.raises(OSError, match="^output folder /proc: not writable "):
+        files.check_writable("/proc", "output folder")
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077], ids=["022", "002", "077"])
+def test_atomically_written_files_get_the_mode_open_would_give(tmp_path, umask):
+    """Not mkstemp's private 0600: 0666 less the umask, which is left as it was."""
+    previous = os.umask(umask)
+    try:
+        with files.written_atomically(tmp_path / "out.json") as tmp:
+            with open(tmp, "w") as f:
+                f.write("{}")
+        assert os.umask(umask) == umask
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "out.json").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert os.listdir(tmp_path) == ["out.json"]
 
 
 @pytest.mark.parametrize("error", [OSError("disk full"), KeyboardInterrupt()])

@@ -637,6 +637,16 @@ def test_classifier_names_the_cache_when_no_out_was_given(tmp_path, capsys, data
                           match=f"cache folder {blocked}: not writable")
 
 
+@pytest.mark.parametrize("name", ["clf.pt", "folder.npz"])
+def test_classifier_train_wants_an_npz_file_to_write(tmp_path, capsys, data_dir, monkeypatch,
+                                                     name):
+    (tmp_path / "folder.npz").mkdir()
+    monkeypatch.setattr(cli.classifier, "train", lambda *a, **k: pytest.fail("trained first"))
+    assert_one_line_error(capsys, "classifier", "train", "--data", "mnist", "--data-dir", data_dir,
+                          "--out", tmp_path / name,
+                          match=f"--out {tmp_path / name}: expected the path of a .npz file")
+
+
 def test_eval_refuses_a_classifier_for_points(tmp_path, capsys):
     """2-D runs are scored by mode coverage; a --classifier is refused, not ignored."""
     assert run(capsys, "train", "--steps", 1, "--batch-size", 500, "--out", tmp_path,

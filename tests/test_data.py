@@ -8,10 +8,11 @@ import gzip
 import hashlib
 import os
 import shutil
+import warnings
 
 import numpy as np
 import pytest
-from http_server import closed_port_url, serve_directory
+from http_server import closed_port_url, serve_directory, serve_not_http
 
 from tinygan import backend, data
 
@@ -79,7 +80,9 @@ def test_read_idx_other_types_are_big_endian(tmp_path):
     path.write_bytes(
         gzip.compress(bytes([0, 0, 0x0C, 1]) + (3).to_bytes(4, "big") + values.tobytes())
     )
-    np.testing.assert_array_equal(data.read_idx(path), [1, -2, 70000])
+    out = data.read_idx(path)
+    np.testing.assert_array_equal(out, [1, -2, 70000])
+    assert out.dtype == np.int32 and out.dtype.isnative and out.flags.writeable  # a native copy
 
 
 def _damage(tmp_path, kind):
@@ -94,6 +97,8 @@ def _damage(tmp_path, kind):
         "truncated": good[:-1],
         "trailing bytes": good + b"\0",
         "empty": b"",
+        "three bytes": good[:3],
+        "no dimensions": bytes([0, 0, 8, 0, 1]),
     }.get(kind, good)
     blob = gzip.compress(raw)
     if kind == "not gzip":
@@ -116,6 +121,8 @@ def _damage(tmp_path, kind):
         ("truncated", "truncated: header sizes (4,) need 4 bytes of data, file has 3"),
         ("trailing bytes", "trailing bytes"),
         ("empty", "too short"),
+        ("three bytes", "only 3 bytes, too short"),
+        ("no dimensions", "bad IDX magic 0x00000800"),
         ("not gzip", "not a valid gzip file (Not a gzipped file"),
         ("bad crc", "not a valid gzip file (CRC check failed)"),
         ("truncated gzip", "truncated gzip"),
@@ -139,6 +146,20 @@ def test_labels_file_in_place_of_images_rejected(tmp_path, cache):
     write_split(tmp_path, "test", n=3)
     shutil.copy(tmp_path / LABELS, tmp_path / IMAGES)  # magic 0x0801 where 0x0803 belongs
     with pytest.raises(data.DataError, match="expected ubyte images of shape"):
+        data.load_dataset("mnist", tmp_path, split="test")
+
+
+def test_images_that_are_not_28_by_28_rejected(tmp_path, cache):
+    write_split(tmp_path, "test", n=3)
+    write_idx(tmp_path / IMAGES, np.zeros((3, 28, 27), np.uint8))
+    with pytest.raises(data.DataError, match=r"expected ubyte images of shape \(N, 28, 28\)"):
+        data.load_dataset("mnist", tmp_path, split="test")
+
+
+def test_labels_that_are_not_one_dimensional_rejected(tmp_path, cache):
+    write_split(tmp_path, "test", n=3)
+    write_idx(tmp_path / LABELS, np.zeros((3, 1), np.uint8))
+    with pytest.raises(data.DataError, match="expected 1-D ubyte labels"):
         data.load_dataset("mnist", tmp_path, split="test")
 
 
@@ -203,6 +224,18 @@ def test_cache_is_searched_after_data_dir(tmp_path, cache):
     assert len(images) == 6
 
 
+def test_data_dir_wins_over_the_cache_and_the_full_fashion_folder_over_the_partial(tmp_path,
+                                                                                  cache):
+    write_split(cache / "fashion-mnist", "test", n=2)
+    write_split(tmp_path / "fashion-mnist-partial", "test", n=3)
+    write_split(tmp_path / "fashion-mnist", "test", n=4)
+    with pytest.warns(UserWarning):
+        assert len(data.load_dataset("fashion-mnist", tmp_path, split="test")[0]) == 4
+    shutil.rmtree(tmp_path / "fashion-mnist")
+    with pytest.warns(UserWarning):
+        assert len(data.load_dataset("fashion-mnist", tmp_path, split="test")[0]) == 3
+
+
 @pytest.mark.parametrize("kind", ["missing", "file"])
 def test_data_dir_that_is_not_a_folder_is_an_error(tmp_path, cache, kind):
     write_split(cache / "mnist", "test", n=4)  # the cache could answer, but must not be asked
@@ -214,11 +247,13 @@ def test_data_dir_that_is_not_a_folder_is_an_error(tmp_path, cache, kind):
     assert str(err.value) == f"data_dir {wrong}: no such folder"
 
 
-def test_missing_without_download_is_one_line(tmp_path, cache):
+def test_missing_without_download_is_one_line(tmp_path, cache, monkeypatch):
+    monkeypatch.setattr(data, "_fetch", lambda url, dest: pytest.fail(f"fetched {url}"))
     with pytest.raises(data.DataError) as err:
         data.load_dataset("mnist", tmp_path, split="test", download=False)
     message = str(err.value)
     assert "\n" not in message and IMAGES in message and LABELS in message
+    assert "download is off" in message
     assert str(cache / "mnist") in message
 
 
@@ -236,15 +271,21 @@ def test_cache_dir_respects_env(tmp_path, monkeypatch):
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert data.cache_dir() == tmp_path / "home" / ".cache" / "tinygan"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")  # invalid per the XDG spec: ignored
+    assert data.cache_dir() == tmp_path / "home" / ".cache" / "tinygan"
     monkeypatch.setenv("TINYGAN_DATA", str(tmp_path / "mine"))
     assert data.cache_dir() == tmp_path / "mine"
+    monkeypatch.setenv("TINYGAN_DATA", "~/data")
+    assert data.cache_dir() == tmp_path / "home" / "data"
 
 
 # ---------------------------------------------------------------------------- real data
 
 
 def test_real_mnist_test_split(real_data):
-    images, labels = data.load_dataset("mnist", real_data, split="test", download=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # all 10,000 official test images: no partial-copy note
+        images, labels = data.load_dataset("mnist", real_data, split="test", download=False)
     assert images.shape == (10_000, 1, 28, 28) and images.dtype == np.float32
     assert images.min() == -1.0 and images.max() == 1.0
     assert labels.dtype == np.int64 and sorted(set(labels.tolist())) == list(range(10))
@@ -282,6 +323,14 @@ def test_other_datasets_files_are_refused(real_data, name, folder, other, split)
     message = str(err.value)
     assert f"these are {other}'s labels, not {name}'s" in message and "\n" not in message
     assert f"point data_dir (--data-dir) at the {name} files" in message
+
+
+def test_the_other_datasets_train_labels_are_refused(tmp_path, cache):
+    """The train split has its own signature: MNIST's train labels begin 5, 0, 4, 1, 9."""
+    write_split(tmp_path, "train", n=5)
+    write_idx(tmp_path / data.FILES["train"][1], np.array([5, 0, 4, 1, 9]))
+    with pytest.raises(data.DataError, match="these are mnist's labels, not fashion-mnist's"):
+        data.load_dataset("fashion-mnist", tmp_path, split="train")
 
 
 # ---------------------------------------------------------------------------- downloads
@@ -355,6 +404,37 @@ def test_malformed_mirror_url_is_skipped_and_reported(tiny_mirror, cache, monkey
         data.load_dataset("mnist", split="test")
 
 
+def test_mirror_without_a_trailing_slash_and_one_that_does_not_speak_http(tiny_mirror, cache):
+    """A base URL is a folder even without its final "/"; a mirror answering something that
+    is not HTTP (http.client.HTTPException, not OSError) is skipped like a dead one."""
+    with serve_not_http() as broken, serve_directory(tiny_mirror) as url:
+        with pytest.warns(UserWarning, match="partial copy"):
+            images, _ = data.load_dataset("mnist", split="test", mirrors=[broken, url.rstrip("/")])
+    assert len(images) == 5
+
+
+def test_only_the_missing_file_is_downloaded_and_a_fetched_one_is_kept(tiny_mirror, cache,
+                                                                        monkeypatch):
+    """A file already in the cache is not fetched again; when the other one then fails, the
+    fetched file stays in the cache for the next attempt."""
+    fetched = []
+    real_fetch = data._fetch
+    monkeypatch.setattr(
+        data, "_fetch", lambda url, dest: fetched.append(url) or real_fetch(url, dest)
+    )
+    write_split(cache / "mnist", "test", n=5)
+    os.remove(cache / "mnist" / IMAGES)
+    os.remove(tiny_mirror / LABELS)  # the mirror could not serve the cached file
+    with serve_directory(tiny_mirror) as url:
+        with pytest.warns(UserWarning, match="partial copy"):
+            assert len(data.load_dataset("mnist", split="test", mirrors=[url])[0]) == 5
+        assert fetched == [url + IMAGES]
+        os.remove(cache / "mnist" / LABELS)
+        with pytest.raises(data.DataError, match=f"{LABELS} not found in .*HTTP Error 404"):
+            data.load_dataset("mnist", split="test", mirrors=[url])
+    assert os.listdir(cache / "mnist") == [IMAGES]
+
+
 def test_download_stops_at_the_first_unavailable_file(tmp_path, cache, monkeypatch):
     fetched = []
     real_fetch = data._fetch
@@ -390,7 +470,7 @@ def test_unreachable_mirror_gives_one_line_offline_error(cache):
     message = str(err.value)
     assert "\n" not in message and "could not be downloaded" in message
     assert "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz" in message
-    assert f"put them in {cache / 'fashion-mnist'}" in message
+    assert f"put them in {cache / 'fashion-mnist'} or pass" in message  # not ...-partial
     assert not (cache / "fashion-mnist").exists()  # no partial file, nor the folder made for it
 
 
@@ -430,6 +510,16 @@ def test_toy_samples_follow_the_seed():
     )
 
 
+def test_toy_samples_come_from_the_host_generator():
+    """Toy data lives on the host: sampling it leaves the device generator where it was."""
+    backend.seed(4)
+    expected = backend.to_host(backend.rng().standard_normal(3))
+    backend.seed(4)
+    data.ring(10)
+    data.grid(10)
+    np.testing.assert_array_equal(backend.to_host(backend.rng().standard_normal(3)), expected)
+
+
 # ------------------------------------------------------------------------------ batches
 
 
@@ -457,6 +547,11 @@ def test_batches_shuffle_is_reproducible_by_seed():
     backend.seed(7)
     assert [b.tolist() for _, b in _epoch(batch_size=5)] == [b.tolist() for _, b in first]
     assert [b.tolist() for _, b in second] != [b.tolist() for _, b in first]  # new epoch order
+
+
+def test_batches_take_their_order_from_the_given_rng():
+    order = [b.tolist() for _, b in _epoch(batch_size=5, rng=np.random.default_rng(3))]
+    assert order == np.random.default_rng(3).permutation(10).reshape(2, 5).tolist()
 
 
 def test_batches_without_labels_and_with_dtype():

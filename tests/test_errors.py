@@ -155,6 +155,10 @@ BAD_OPTIMIZER_ARGUMENTS = [
     # (optimizer, keyword arguments, fragments of the message), each refused by torch too
     (optim.SGD, dict(momentum=-0.5), ["SGD", "momentum", ">= 0", "-0.5"]),
     (optim.SGD, dict(weight_decay=-1e-4), ["SGD", "weight_decay", ">= 0"]),
+    (optim.SGD, dict(dampening=-0.1), ["SGD", "dampening", ">= 0", "-0.1"]),
+    (optim.SGD, dict(nesterov=True), ["SGD", "nesterov", "momentum > 0"]),
+    (optim.SGD, dict(momentum=0.9, dampening=0.1, nesterov=True), ["SGD", "nesterov",
+                                                                   "dampening 0"]),
     (optim.Adam, dict(betas=(1.0, 0.999)), ["Adam", "betas[0]", "[0, 1)", "1.0"]),
     (optim.Adam, dict(betas=(0.9, 1.5)), ["Adam", "betas[1]", "[0, 1)", "1.5"]),
     (optim.Adam, dict(betas=(0.9,)), ["Adam", "betas", "pair"]),

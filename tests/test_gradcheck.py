@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from tinygan import backend, losses, nn
 from tinygan.backend import xp
-from tinygan.gradcheck import gradcheck, gradcheck_loss
+from tinygan.gradcheck import gradcheck, gradcheck_loss, relative_error
 
 TOL = 1e-6
 SWEEP = settings(derandomize=True, database=None, deadline=None, max_examples=25)
@@ -297,6 +297,28 @@ def test_gradcheck_catches_wrong_parameter_gradient():
     errors = gradcheck(DenseWrongBias(3, 2), randn(host_rng(0), 4, 3))
     assert errors["input"] < TOL and errors["weight"] < TOL
     assert errors["bias"] > 1e-2
+
+
+def test_gradcheck_works_in_float64_whatever_the_input_dtype():
+    """A float32 input is converted: in float32, h = 1e-6 would vanish in the rounding."""
+    x = randn(host_rng(6), 4, 3).astype(xp.float32)
+    errors = gradcheck(nn.Dense(3, 2), x)
+    assert max(errors.values()) < TOL, errors
+
+
+def test_gradcheck_loss_works_in_float64_whatever_the_logits_dtype():
+    """float32 logits are converted: in float32, h = 1e-6 would vanish in the rounding."""
+    rng = host_rng(8)
+    logits = randn(rng, 4, 3).astype(xp.float32)
+    labels = backend.to_device(rng.integers(0, 3, 4))
+    assert gradcheck_loss(losses.cross_entropy, logits, labels) < TOL
+
+
+def test_relative_error_is_symmetric_and_norm_wise():
+    a, b = np.zeros(4), np.array([3.0, 0.0, 4.0, 0.0])
+    assert relative_error(a, b) == relative_error(b, a) == 1.0  # ||b|| / ||b||
+    assert relative_error(b, 2 * b) == pytest.approx(0.5)  # ||b|| / ||2b||
+    assert relative_error(a, np.full(4, 1e-9)) == pytest.approx(2e-9 / 1e-6)  # the floor
 
 
 def test_gradcheck_handles_non_contiguous_arrays():

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import data_root
 
-from tinygan import backend, checkpoint, classifier, cli, data, metrics, models, nn, runner
+from tinygan import backend, checkpoint, classifier, cli, data, metrics, models, nn, optim, runner
 from tinygan.train import Trainer
 
 # ----------------------------------------------------------------- Fréchet distance: algebra
@@ -306,8 +306,8 @@ def test_cli_classifier_train_on_a_small_synthetic_set(tmp_path, monkeypatch, ca
     assert "trained on the first 500 of the 1,000 test-split images" in printed
     assert "held-out accuracy on the last 500" in printed
     model, meta = classifier.load(out)
-    assert (meta["data"], meta["n_train"], meta["n_heldout"], meta["seed"]) == (
-        "mnist", 500, 500, 1)
+    assert (meta["data"], meta["n_train"], meta["n_heldout"], meta["seed"], meta["epochs"]) == (
+        "mnist", 500, 500, 1, 2)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]  # atomic write
     accuracy = model.accuracy(images[500:, None] / 127.5 - 1, labels[500:])
     assert accuracy == pytest.approx(meta["heldout_accuracy"])
@@ -338,6 +338,43 @@ def test_predict_runs_in_eval_mode_and_restores_the_mode():
     np.testing.assert_array_equal(features, expected[0])
     np.testing.assert_array_equal(logits, expected[1])
     assert features.dtype == logits.dtype == np.float64
+    model.eval()
+    one_features, one_logits = model.predict(images[:1])  # a single image is a batch too
+    assert not model.training  # a model in eval mode stays in it
+    np.testing.assert_allclose(one_logits, expected[1][:1], rtol=1e-5)  # other BLAS rounding
+    assert one_features.shape == (1, classifier.HIDDEN)
+
+
+def test_classifier_round_trip_keeps_a_non_default_architecture(tmp_path):
+    model = classifier.Classifier(num_classes=4, channels=(4, 8), hidden=16)
+    classifier.save(tmp_path / "clf.npz", model, {"data": "mnist"})
+    loaded, meta = classifier.load(tmp_path / "clf.npz")
+    assert (loaded.num_classes, loaded.channels, loaded.hidden) == (4, (4, 8), 16)
+    images = np.random.default_rng(12).uniform(-1, 1, (3, 1, 28, 28)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.predict(images)[1], model.predict(images)[1])
+
+
+def test_classifier_training_follows_the_cosine_schedule_and_its_seed(monkeypatch):
+    """Step s of T runs at cosine_lr(lr, s, T); log gets epochs 1 and 2 with their mean
+    loss; the seed alone fixes the weights, whatever the generators held before; the model
+    comes back in eval mode."""
+    lrs, logged = [], []
+    step = optim.Adam.step
+    monkeypatch.setattr(optim.Adam, "step", lambda self: lrs.append(self.lr) or step(self))
+    rng = np.random.default_rng(11)
+    images = rng.uniform(-1, 1, (64, 1, 28, 28)).astype(np.float32)
+    labels = np.arange(64) % 10
+    first = classifier.train(images, labels, epochs=2, batch_size=32, lr=0.01, seed=3,
+                             log=lambda epoch, loss, seconds: logged.append((epoch, loss)))
+    assert lrs == [classifier.cosine_lr(0.01, s, 4) for s in range(4)]
+    assert [epoch for epoch, _ in logged] == [1, 2]
+    assert all(np.isfinite(loss) and loss > 0 for _, loss in logged)
+    assert not first.training
+    backend.seed(99)
+    second = classifier.train(images, labels, epochs=2, batch_size=32, lr=0.01, seed=3)
+    for name, value in first.state_dict().items():
+        np.testing.assert_array_equal(backend.to_host(second.state_dict()[name]),
+                                      backend.to_host(value), err_msg=name)
 
 
 def test_cosine_lr_falls_from_lr_to_zero():

@@ -137,6 +137,7 @@ def test_resume_from_state_dict_equals_uninterrupted_run(name):
     resumed.load_state_dict(model_state)
     resumed_opt = OPTIMIZERS[name](resumed)
     resumed_opt.load_state_dict(opt_state)
+    assert resumed_opt.step_count == 3
     train_steps(resumed, resumed_opt, host_rng(2), 3)
     for k, v in host_params(net).items():
         np.testing.assert_array_equal(host_params(resumed)[k], v, err_msg=k)
@@ -186,3 +187,46 @@ def test_clip_weights_clamps_every_param_in_place():
         assert module.params[key] is arrays[name]
         np.testing.assert_array_equal(backend.to_host(module.params[key]),
                                       np.clip(before[name], -0.05, 0.05), err_msg=name)
+
+
+def test_load_state_dict_takes_copies_in_the_params_dtype():
+    """Loaded moments become the optimizer's own arrays in the param's dtype: float64 ones
+    are cast to float32, and stepping never writes into the dict that was loaded."""
+    layer = dense_with(P0, G1, np.float32)
+    opt = optim.Adam(layer, lr=0.1)
+    opt.step()
+    saved = {k: backend.to_host(v).copy() if hasattr(v, "shape") else v
+             for k, v in opt.state_dict().items()}
+    snapshot = {k: np.copy(v) for k, v in saved.items()}
+    as_float64 = {k: v.astype(np.float64) if hasattr(v, "shape") else v for k, v in saved.items()}
+    for flat in (saved, as_float64):
+        resumed = optim.Adam(layer, lr=0.1)
+        resumed.load_state_dict(flat)
+        assert resumed.state["weight"]["exp_avg"].dtype == np.float32
+        resumed.step()
+    for k, v in snapshot.items():
+        np.testing.assert_array_equal(saved[k], v, err_msg=k)
+
+
+@pytest.mark.skipif(backend.name() != "numpy", reason="pins NumPy's float32 rounding")
+def test_adam_in_float32_rounds_as_its_formulas_evaluated_left_to_right():
+    """The in-place update keeps the documented operation order, so float32 results equal
+    the formulas' bit for bit (v = b2 v + ((1 - b2) g) g, as torch's addcmul)."""
+    rng = host_rng(7)
+    b1, b2, eps, lr = 0.5, 0.999, 1e-8, 2e-4
+    p = rng.standard_normal((1, 300)).astype(np.float32)
+    layer = dense_with(p, np.zeros_like(p), np.float32)
+    opt = optim.Adam(layer, lr=lr, betas=(b1, b2), eps=eps)
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    for t in (1, 2, 3):
+        g = rng.standard_normal(p.shape).astype(np.float32)
+        set_grad(layer, g)
+        opt.step()
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        p = p - lr / (1 - b1**t) * m / (np.sqrt(v) / (1 - b2**t) ** 0.5 + eps)
+        assert p.dtype == np.float32
+        state = opt.state["weight"]
+        np.testing.assert_array_equal(backend.to_host(state["exp_avg"]), m, err_msg=f"m {t}")
+        np.testing.assert_array_equal(backend.to_host(state["exp_avg_sq"]), v, err_msg=f"v {t}")
+        np.testing.assert_array_equal(weight_of(layer), p, err_msg=f"step {t}")

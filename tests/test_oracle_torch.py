@@ -8,6 +8,7 @@ brought back to the host to compare. The whole module skips when torch is absent
 """
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -308,6 +309,20 @@ def test_bce_with_logits_matches_torch(kind, scale):
                torch_args=[torch.from_numpy(target)])
 
 
+def test_bce_with_logits_of_confident_right_scores_keeps_full_precision():
+    """|x| from 20 to 40 on the right side: each loss is log1p(e^-|x|), 2e-9 down to 4e-18.
+    torch's log(1 + e^-|x|) keeps only ~7 digits of it here (and rounds it to 0 beyond
+    |x| = 37), so the reference is math.log1p; the gradient is checked against torch."""
+    logits = np.linspace(20.0, 40.0, 12).reshape(4, 3) * np.array([1.0, -1.0, 1.0])
+    target = (logits > 0).astype(float)
+    loss, dlogits = losses.bce_with_logits(backend.to_device(logits), backend.to_device(target))
+    expected = sum(math.log1p(math.exp(-abs(v))) for v in logits.ravel()) / logits.size
+    assert float(loss) == pytest.approx(expected, rel=1e-12, abs=0)
+    logits_t = torch.from_numpy(logits).requires_grad_(True)
+    F.binary_cross_entropy_with_logits(logits_t, torch.from_numpy(target)).backward()
+    assert_close(dlogits, logits_t.grad.numpy(), TOL, "dlogits")
+
+
 def test_bce_with_logits_scalar_target_matches_torch():
     logits = host_rng(14).standard_normal((16, 1)) * 4
     check_loss(losses.bce_with_logits, F.binary_cross_entropy_with_logits, logits, 0.9,
@@ -321,6 +336,17 @@ def test_cross_entropy_matches_torch(scale):
     labels = rng.integers(0, 5, 9)
     check_loss(losses.cross_entropy, F.cross_entropy, logits, labels,
                torch_args=[torch.from_numpy(labels)])
+
+
+def test_cross_entropy_of_an_empty_batch_is_nan_like_torch():
+    """No rows: a NaN mean and an empty gradient, not an error from the label range check."""
+    logits, labels = np.zeros((0, 4)), np.zeros(0, dtype=np.int64)
+    expected = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # NumPy's "mean of empty slice"
+        loss, dlogits = losses.cross_entropy(backend.to_device(logits), backend.to_device(labels))
+    assert math.isnan(float(loss)) and math.isnan(expected.item())
+    assert dlogits.shape == (0, 4)
 
 
 @pytest.mark.parametrize("real", [True, False])

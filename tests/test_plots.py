@@ -1,0 +1,73 @@
+"""tinygan.plots: the sample grid's layout and scaling, what the loss curves draw, and
+figures written whole and always freed. Everything here is host-side (NumPy, Matplotlib)."""
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+from tinygan import plots
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def cells(grid, rows, cols):
+    """(rows, cols, h, w) view of a single-channel grid."""
+    h, w = grid.shape[0] // rows, grid.shape[1] // cols
+    return grid.reshape(rows, h, cols, w).transpose(0, 2, 1, 3)
+
+
+def test_image_grid_is_row_major_in_zero_one_with_white_empty_cells():
+    """5 images of 2x3 pixels in 2 rows: 3 columns, image i at (i // 3, i % 3), [-1, 1] mapped
+    to [0, 1], and the sixth cell left white."""
+    values = [-1.0, -0.5, 0.0, 0.5, 1.0]
+    images = np.stack([np.full((1, 2, 3), v, np.float32) for v in values])
+    grid = plots.image_grid(images, rows=2)
+    assert grid.shape == (4, 9)
+    expected = [[0.0, 0.25, 0.5], [0.75, 1.0, 1.0]]
+    np.testing.assert_array_equal(cells(grid, 2, 3), np.array(expected)[:, :, None, None]
+                                  * np.ones((2, 3)))
+
+
+def test_image_grid_clips_out_of_range_values_and_keeps_colour_channels():
+    images = np.array([[[[-3.0]], [[0.0]], [[3.0]]]])  # one 1x1 RGB image
+    grid = plots.image_grid(images, rows=1)
+    assert grid.shape == (1, 1, 3)
+    np.testing.assert_array_equal(grid[0, 0], [0.0, 0.5, 1.0])
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures plots saves, kept for inspection (they are still written and closed)."""
+    figures = []
+    save = plots.save_figure
+    monkeypatch.setattr(plots, "save_figure",
+                        lambda fig, path: figures.append(fig) or save(fig, path))
+    return figures
+
+
+def test_loss_curves_draw_every_record_and_scores_on_a_log_scale_only_when_positive(
+        tmp_path, drawn):
+    history = [{"step": s, "d_loss": 1.0 / s, "g_loss": 2.0} for s in (1, 2, 3)]
+    positive = [{"step": 2, "epoch": 1, "fd": 30.0}, {"step": 3, "epoch": 2, "fd": 20.0}]
+    plots.save_curves(tmp_path / "a.png", history, positive)
+    plots.save_curves(tmp_path / "b.png", history, [{"step": 3, "epoch": 1, "score": -0.5}])
+    losses, scores = drawn[0].axes
+    assert {line.get_label(): list(line.get_xdata()) for line in losses.get_lines()} == {
+        "d_loss": [1, 2, 3], "g_loss": [1, 2, 3]}
+    assert [list(line.get_ydata()) for line in scores.get_lines()] == [[30.0, 20.0]]
+    assert scores.get_yscale() == "log" and drawn[1].axes[1].get_yscale() == "linear"
+    assert (tmp_path / "a.png").read_bytes().startswith(PNG)
+
+
+def test_figures_are_written_whole_and_closed_even_when_the_write_fails(tmp_path):
+    before = plt.get_fignums()
+    images = np.zeros((4, 1, 28, 28), np.float32)
+    plots.save_image_grid(tmp_path / "grid.png", images, 2, title="t", row_labels=[3, 7])
+    assert (tmp_path / "grid.png").read_bytes().startswith(PNG)
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where a folder should be\n")
+    points = np.zeros((5, 2), np.float32)
+    with pytest.raises(OSError, match="cannot write"):
+        plots.save_scatter(blocked / "scatter.png", points, points)
+    assert plt.get_fignums() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocked", "grid.png"]
