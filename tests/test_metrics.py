@@ -302,7 +302,8 @@ def test_cli_classifier_train_on_a_small_synthetic_set(tmp_path, monkeypatch, ca
     args = ["classifier", "train", "--data", "mnist", "--data-dir", str(tmp_path),
             "--epochs", "2", "--out", str(out), "--seed", "1"]
     assert cli.main(args) == 0
-    printed = capsys.readouterr().out
+    printed, log = capsys.readouterr()
+    assert [line.split("  ")[0] for line in log.splitlines()][-2:] == ["epoch 1/2", "epoch 2/2"]
     assert "trained on the first 500 of the 1,000 test-split images" in printed
     assert "held-out accuracy on the last 500" in printed
     model, meta = classifier.load(out)

@@ -184,8 +184,10 @@ def load(path):
 # ------------------------------------------------------------------------- the CLI's command
 
 
-def train_command(name, data_dir=None, epochs=None, out=None, seed=0, stream=sys.stderr):
-    """``tinygan classifier train``: train on the fixed split, report, save; returns meta."""
+def train_command(name, data_dir=None, epochs=None, out=None, seed=0, stream=None):
+    """``tinygan classifier train``: train on the fixed split, report, save; returns meta.
+    The per-epoch log goes to ``stream``, by default sys.stderr as it is when called."""
+    stream = stream or sys.stderr  # not bound at import: it may have been redirected since
     (x_train, y_train), (x_held, y_held) = load_split(name, data_dir)
     epochs = epochs or DEFAULT_EPOCHS[name]
     folder_name = "--out folder" if out else "cache folder"  # where the default path lies
