@@ -206,6 +206,22 @@ def test_rng_snapshot_under_cupys_rules_is_a_seed_that_replays(monkeypatch):
         np.testing.assert_array_equal(a, b)
 
 
+
+def test_restoring_a_seed_snapshot_keeps_a_generator_nothing_was_drawn_from(monkeypatch):
+    """A gradient check restores the snapshot before every evaluation; on CuPy a new
+    generator sets up 256,000 cuRAND states, so one that is still fresh from the
+    snapshot's seed is kept, and only one that was handed out is started again."""
+    monkeypatch.setattr(backend, "_name", "cupy")
+    backend.rng()
+    state = backend.get_rng_state()
+    fresh = backend._rng
+    backend.set_rng_state(state)
+    assert backend._rng is fresh
+    first = backend.to_host(backend.rng().random(4))
+    backend.set_rng_state(state)
+    assert backend._rng is not fresh
+    np.testing.assert_array_equal(backend.to_host(backend.rng().random(4)), first)
+
 def test_rng_snapshot_of_one_backend_restores_under_the_others_rules(monkeypatch):
     """A checkpoint moves between backends: a NumPy snapshot restored on CuPy starts the
     device generator from the host one (the same way every time), and a CuPy snapshot

@@ -138,7 +138,8 @@ def set_rng_state(state):
     _host_rng.bit_generator.state = state["host"]
     device = state["device"]
     if isinstance(device, int):  # taken on CuPy: a seed
-        _seed_device(device)
+        if device != _device_seed:  # else the generator is fresh from it: nothing to redo
+            _seed_device(device)  # (on CuPy that sets up 256,000 cuRAND states: not free)
     elif on_numpy and device is not None:  # a NumPy generator's full state
         _rng.bit_generator.state = device
     else:  # a NumPy state cannot be carried over to CuPy: start from the host generator
