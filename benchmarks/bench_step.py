@@ -6,7 +6,8 @@ Random [-1, 1] images stand in for MNIST (the data does not change the work).
 
     python benchmarks/bench_step.py       # dcgan and gan, batch 64 and 256, 1 and 2 threads
     python benchmarks/bench_step.py --models dcgan --batch 16 32 64 128 256 --json step.json
-    python benchmarks/bench_step.py --backend cupy --threads 1   # on the GPU (torch on cuda)
+    python benchmarks/bench_step.py --backend cupy   # on the GPU (torch on cuda), and NumPy
+                                                     # on the same host for the speed-up
 
 Each (program, model, batch, threads) runs in its own process, programs alternating
 run by run; a run's time is the median of its timed steps, and the table shows the
@@ -16,6 +17,7 @@ the per-round ratios).
 
 import argparse
 import json
+import os
 import resource
 import sys
 from pathlib import Path
@@ -69,11 +71,18 @@ def main(argv=None):
     common.add_common_arguments(parser)
     parser.add_argument("--models", nargs="+", default=["dcgan", "gan"], choices=["dcgan", "gan"])
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--numpy-threads", type=int, default=os.cpu_count(),
+                        help="with --backend cupy: BLAS threads of the NumPy run on the same "
+                             "host that the GPU's speed-up is measured against (default: "
+                             "every core)")
     args = parser.parse_args(argv)
     if args.worker:
         return worker(json.loads(args.worker))
     programs = common.programs(args)
     with_torch = "torch" in programs
+    on_gpu = args.backend == "cupy"
+    if on_gpu:  # the GPU target is a speed-up over NumPy on the same machine
+        programs.append("numpy")
     threads = common.thread_counts(args)
     results, rows = [], []
     for model in args.models:
@@ -81,6 +90,8 @@ def main(argv=None):
             for t in threads:
                 specs = [dict(impl=p, model=model, batch=batch, backend=args.backend,
                               steps=steps_for(batch), warmup=args.warmup) for p in programs]
+                if on_gpu:  # tinygan again, on the host's CPU cores
+                    specs[-1].update(impl="tinygan", backend="numpy", threads=args.numpy_threads)
                 replies = common.alternate(SCRIPT, specs, t, args.rounds)
                 runs = {p: [r["median"] for r in rs] for p, rs in zip(programs, replies)}
                 faults = {p: [r["minor_faults_per_step"] for r in rs]
@@ -90,6 +101,8 @@ def main(argv=None):
                 entry = dict(model=model, batch=batch, threads=t, backend=args.backend,
                              runs=runs, stats={p: common.stats(v) for p, v in runs.items()},
                              minor_faults_per_step=faults, kernel_seconds_per_step=kernel)
+                if on_gpu:
+                    entry["numpy_threads"] = args.numpy_threads
                 row = [model, batch, t]
                 for p in programs:
                     s = entry["stats"][p]
@@ -98,12 +111,22 @@ def main(argv=None):
                 if with_torch:
                     entry["ratio"] = common.ratio_stats(runs["tinygan"], runs["torch"])
                     row.append(common.fmt_ratio(entry["ratio"]))
+                if on_gpu:
+                    entry["speedup_over_numpy"] = common.ratio_stats(runs["numpy"],
+                                                                     runs["tinygan"])
+                    row.append(common.fmt_ratio(entry["speedup_over_numpy"]))
                 results.append(entry)
                 rows.append(row)
                 print(f"  {model} batch {batch} threads {t}: {row[3:]}", flush=True)
     headers = ["model", "batch", "threads", f"tinygan/{args.backend} ms"]
     if with_torch:
-        headers += ["torch ms", "tinygan / torch"]
+        headers += ["torch ms"]
+    if on_gpu:
+        headers += [f"tinygan/numpy ({args.numpy_threads} threads) ms"]
+    if with_torch:
+        headers += ["tinygan / torch"]
+    if on_gpu:
+        headers += ["numpy / cupy"]
     print()
     common.print_table(headers, rows)
     common.write_json(args.json, {"benchmark": "step", "results": results})

@@ -14,6 +14,7 @@ import importlib.util
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -90,8 +91,8 @@ def alternate(script, specs, threads, rounds):
     """
     replies = [[] for _ in specs]
     for _ in range(rounds):
-        for i, spec in enumerate(specs):
-            replies[i].append(run_worker(script, spec, threads))
+        for i, spec in enumerate(specs):  # a spec may name threads of its own
+            replies[i].append(run_worker(script, spec, spec.get("threads", threads)))
     return replies
 
 
@@ -145,11 +146,28 @@ def machine_info():
         info["openblas_kernels"] = core
     if os.environ.get("OPENBLAS_CORETYPE"):
         info["OPENBLAS_CORETYPE"] = os.environ["OPENBLAS_CORETYPE"]
+    gpu = gpu_name()
+    if gpu:
+        info["gpu"] = gpu
     if have_torch():
         # the installed version, without importing torch: the parent would then be
         # ~200 MB, and Linux starts a child's peak RSS (ru_maxrss) at its parent's size
         info["torch"] = importlib.metadata.version("torch")
     return info
+
+
+def gpu_name():
+    """The first NVIDIA GPU's name and driver, from nvidia-smi (None without one)."""
+    if not shutil.which("nvidia-smi"):
+        return None
+    try:
+        proc = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version",
+                               "--format=csv,noheader"], capture_output=True, text=True,
+                              timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = proc.stdout.strip().splitlines()
+    return lines[0].replace(", ", ", driver ") if proc.returncode == 0 and lines else None
 
 
 def openblas_core():

@@ -28,20 +28,27 @@ def series_of(payloads, threads_filter):
             if threads_filter and r["threads"] not in threads_filter:
                 continue
             for program, st in r["stats"].items():
+                gpu = r.get("backend") == "cupy"
                 if program == "torch":
-                    key = ("torch", r["model"], r["threads"])
+                    key = ("torch", r["model"], r["threads"], gpu)
                     if key in torch_done and i > 0:
                         continue
-                    label = "PyTorch"
-                    style = dict(marker="s", linestyle="--", color="tab:orange")
+                    label = "PyTorch (cuda)" if gpu else "PyTorch"
+                    colour = "tab:red" if gpu else "tab:orange"
+                    style = dict(marker="s", linestyle="--", color=colour)
+                elif program == "numpy":  # a GPU run's NumPy reference, on the same host
+                    key = (f"numpy{i}", r["model"], r.get("numpy_threads", r["threads"]))
+                    label = "tinygan (numpy, same host)"
+                    style = dict(marker="^", color="tab:gray")
                 else:
                     key = (f"tinygan{i}", r["model"], r["threads"])
-                    label = f"tinygan ({r['backend']}" + (f", OpenBLAS {kernels})" if kernels
-                                                          else ")")
+                    blas = f", OpenBLAS {kernels}" if kernels and not gpu else ""
+                    label = f"tinygan ({r['backend']}{blas})"
                     style = dict(marker="o", color=["tab:blue", "tab:green", "tab:purple"][i % 3])
                 if i == 0 and program == "torch":
                     torch_done.add(key)
-                out.append((key, label, style, r["model"], r["threads"], r["batch"], st))
+                threads = key[2]  # the numpy reference's own count
+                out.append((key, label, style, r["model"], threads, r["batch"], st))
     grouped = {}
     for key, label, style, model, threads, batch, st in out:
         g = grouped.setdefault((key, threads), dict(label=label, style=style, model=model,
@@ -82,7 +89,8 @@ def plot(payloads, out, threads_filter=None):
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     machine = payloads[0].get("machine", {})
-    fig.suptitle(f"{machine.get('cpu', '?')}, {machine.get('cores', '?')} cores; "
+    gpu = f"; GPU {machine['gpu']}" if machine.get("gpu") else ""
+    fig.suptitle(f"{machine.get('cpu', '?')}, {machine.get('cores', '?')} cores{gpu}; "
                  f"numpy {machine.get('numpy', '?')}, torch {machine.get('torch', '-')}",
                  fontsize=9)
     fig.tight_layout()
