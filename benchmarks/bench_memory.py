@@ -3,8 +3,8 @@
 The worker builds the model, records its peak resident set size (ru_maxrss) after
 the imports and the build, runs a few full training steps, and records the peak
 again. The table gives both peaks and their difference (what training itself added).
-On CuPy it reports the GPU memory pool instead (torch: max_memory_allocated), as the
-host RSS is not where the arrays live.
+On CuPy it also reports the GPU memory pool (torch: max_memory_reserved, what its
+caching allocator held), as the host RSS is not where the arrays live.
 
     python benchmarks/bench_memory.py                  # batch 256, 1 thread
     python benchmarks/bench_memory.py --batch 64 256 --steps 10

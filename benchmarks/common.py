@@ -221,9 +221,8 @@ def start_worker(spec):
     else:
         from tinygan import backend
 
-        if spec.get("backend", "numpy") != backend.name():
-            backend.use(spec["backend"])
-        backend.seed(0)
+        # the backend the spec names, whatever TINYGAN_BACKEND says; use() seeds it with 0
+        backend.use(spec.get("backend", "numpy"))
 
 
 def synchronizer(spec):

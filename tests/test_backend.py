@@ -5,6 +5,7 @@ Without a GPU, a stand-in "cupy" module (NumPy behind a recording proxy) shows t
 switch reaches modules which imported ``xp`` before it happened.
 """
 
+import json
 import os
 import platform
 import subprocess
@@ -89,6 +90,49 @@ def test_cupy_without_gpu_gives_one_line_error(restore_backend, monkeypatch, run
     assert "\n" not in str(err.value)
 
 
+class StatusError(RuntimeError):
+    """Built from a status code, not a message, as CuPy's CUDARuntimeError is."""
+
+    def __init__(self, status):
+        super().__init__(f"cudaErrorMemoryAllocation ({int(status)}): out of memory")
+
+
+def cupy_whose_first_gpu_work_fails():
+    module = fake_cupy()
+
+    def default_rng(seed):
+        raise StatusError(2)
+
+    module.random = types.SimpleNamespace(default_rng=default_rng)
+    return module
+
+
+def test_a_switch_that_fails_on_the_gpu_changes_nothing(restore_backend, monkeypatch):
+    """A visible GPU that fails at its first work (out of memory, busy): no half switch
+    that pairs CuPy's name and arrays with the old backend's generator."""
+    monkeypatch.setitem(sys.modules, "cupy", cupy_whose_first_gpu_work_fails())
+    before, generator = backend.name(), backend.rng()
+    with pytest.raises(StatusError):
+        backend.use("cupy")
+    assert backend.name() == before and backend.rng() is generator
+
+
+def test_a_first_use_that_fails_on_the_gpu_is_a_one_line_runtime_error(restore_backend,
+                                                                       monkeypatch):
+    """TINYGAN_BACKEND's name is added to the message of any error, CuPy's too; the next
+    use tries again instead of running on a backend left half chosen."""
+    monkeypatch.setitem(sys.modules, "cupy", cupy_whose_first_gpu_work_fails())
+    monkeypatch.setattr(backend, "_library", None)
+    monkeypatch.setattr(backend, "_name", None)
+    monkeypatch.setenv("TINYGAN_BACKEND", "cupy")
+    for _ in range(2):
+        with pytest.raises(RuntimeError) as err:
+            backend.rng()
+        assert type(err.value) is RuntimeError and str(err.value) == (
+            "TINYGAN_BACKEND=cupy: cudaErrorMemoryAllocation (2): out of memory")
+        assert backend._library is None
+
+
 def test_switching_makes_fresh_generators_from_the_new_library(restore_backend, monkeypatch):
     """The device generator must come from the library now in use (a NumPy generator
     left behind would hand host arrays to CuPy code), and both restart from seed 0."""
@@ -146,6 +190,15 @@ def test_a_backend_that_cannot_run_fails_on_first_use_not_on_import():
                                               "backend 'nope'; valid backends: numpy, cupy")
 
 
+def test_probing_xp_for_dunder_names_does_not_choose_the_backend(monkeypatch):
+    """inspect.unwrap, copy, pytest's collection ask hasattr(xp, "__wrapped__") and the like:
+    a plain False, not the choice of a backend (nor TINYGAN_BACKEND's error)."""
+    monkeypatch.setattr(backend, "_library", None)
+    monkeypatch.setenv("TINYGAN_BACKEND", "nope")
+    assert not hasattr(xp, "__wrapped__")
+    assert backend._library is None
+
+
 # -- seeding -----------------------------------------------------------------------------
 
 def draw_everything():
@@ -181,7 +234,6 @@ def test_rng_state_round_trip():
         np.testing.assert_array_equal(a, b)
 
 
-
 def test_rng_snapshot_under_cupys_rules_is_a_seed_that_replays(monkeypatch):
     """CuPy's generator state cannot be read, so there a snapshot is a seed: the one the
     device generator was started from if nothing was drawn since, else a fresh one drawn
@@ -206,7 +258,6 @@ def test_rng_snapshot_under_cupys_rules_is_a_seed_that_replays(monkeypatch):
         np.testing.assert_array_equal(a, b)
 
 
-
 def test_restoring_a_seed_snapshot_keeps_a_generator_nothing_was_drawn_from(monkeypatch):
     """A gradient check restores the snapshot before every evaluation; on CuPy a new
     generator sets up 256,000 cuRAND states, so one that is still fresh from the
@@ -221,6 +272,30 @@ def test_restoring_a_seed_snapshot_keeps_a_generator_nothing_was_drawn_from(monk
     backend.set_rng_state(state)
     assert backend._rng is not fresh
     np.testing.assert_array_equal(backend.to_host(backend.rng().random(4)), first)
+
+
+def test_a_seed_snapshot_is_a_plain_int_whatever_int_type_seeded(monkeypatch):
+    """A checkpoint's meta is JSON, which has no numpy.int64; and set_rng_state tells a
+    seed snapshot by its being an int."""
+    monkeypatch.setattr(backend, "_name", "cupy")
+    backend.seed(np.int64(5))
+    state = backend.get_rng_state()
+    assert type(state["device"]) is int and state["device"] == 5
+    assert json.loads(json.dumps(state)) == state
+
+
+def test_a_restored_full_state_is_not_mistaken_for_a_fresh_seed():
+    """On NumPy: after a full-state restore the generator is no longer fresh from its seed,
+    so restoring a seed snapshot (a CuPy checkpoint) with that same seed must restart it."""
+    backend.seed(5)
+    backend.rng().random(7)
+    drawn_from = backend.get_rng_state()
+    backend.seed(5)
+    backend.set_rng_state(drawn_from)
+    backend.set_rng_state({"device": 5, "host": backend.host_rng().bit_generator.state})
+    np.testing.assert_array_equal(backend.to_host(backend.rng().random(3)),
+                                  np.random.default_rng(5).random(3))
+
 
 def test_rng_snapshot_of_one_backend_restores_under_the_others_rules(monkeypatch):
     """A checkpoint moves between backends: a NumPy snapshot restored on CuPy starts the

@@ -250,7 +250,6 @@ def test_runner_resume_is_bit_exact(tmp_path, options):
                             tmp_path / "split" / "checkpoint.npz", split_at=N)
 
 
-
 def interrupted_and_resumed(tmp_path, monkeypatch, config, stop_at):
     """Run ``config("whole")`` through; run ``config("split")`` until Ctrl-C just before
     step ``stop_at`` and resume it from its last (epoch-end) checkpoint.

@@ -709,7 +709,6 @@ def test_python_dash_m_entry_point(tmp_path):
     assert bad.returncode == 2 and len(bad.stderr.splitlines()) == 1
 
 
-
 def test_an_unusable_tinygan_backend_variable_is_a_one_line_error(tmp_path):
     """The backend is chosen on first use, inside the command, so a TINYGAN_BACKEND that
     cannot run is reported like any other bad input, not as a traceback from an import."""
@@ -741,6 +740,22 @@ def test_commands_run_on_the_backend_in_use_unless_told(tmp_path, capsys, monkey
     assert run(capsys, "sample", "--checkpoint", saved, "--out", tmp_path / "s.png",
                "--backend", "numpy")[0] == 0
     assert asked == ["cupy", "cupy", "cupy", "numpy"]
+
+
+def test_backend_flag_wins_over_an_unusable_tinygan_backend_on_resume_too(tmp_path, capsys,
+                                                                          monkeypatch):
+    """`--backend numpy` needs no TINYGAN_BACKEND: neither for a new run nor for a resumed
+    one (whose saved settings are completed from RunConfig's defaults)."""
+    saved = tmp_path / "run" / "checkpoint.npz"
+    quiet = ("--quiet", "--no-eval", "--backend", "numpy")
+    # as before first use (only _library: the conftest fixture then sees the switch to numpy)
+    monkeypatch.setattr(backend, "_library", None)
+    monkeypatch.setenv("TINYGAN_BACKEND", "nope")
+    assert run(capsys, "train", "--steps", 1, "--batch-size", 500, "--out", saved.parent,
+               *quiet)[0] == 0
+    monkeypatch.setattr(backend, "_library", None)
+    assert run(capsys, "train", "--resume", saved, "--steps", 2, *quiet)[0] == 0
+    assert checkpoint.load(saved)[1]["step"] == 2
 
 
 def test_sigterm_during_a_download_leaves_no_partial_file(tmp_path):

@@ -14,6 +14,7 @@ shuffling data, which lives in NumPy because the data does).
 """
 
 import ctypes
+import numbers
 import os
 import platform
 
@@ -32,6 +33,8 @@ class _ArrayNamespace:
     """Forwards ``xp.anything`` to the active array library (numpy or cupy)."""
 
     def __getattr__(self, attr):
+        if attr.startswith("__"):  # introspection (inspect, copy, hasattr probes): it must
+            raise AttributeError(attr)  # not choose the backend, nor fail when it cannot run
         return getattr(_active(), attr)
 
     def __repr__(self):
@@ -64,9 +67,14 @@ def use(name):
     global _library, _name
     if name not in BACKENDS:
         raise ValueError(f"unknown tinygan backend {name!r}; valid backends: {', '.join(BACKENDS)}")
-    _library = numpy if name == "numpy" else _import_cupy()
-    _name = name
-    seed(0)
+    library = numpy if name == "numpy" else _import_cupy()
+    previous = _library, _name
+    _library, _name = library, name
+    try:
+        seed(0)  # on CuPy the first work on the GPU, which can still fail (out of memory)
+    except BaseException:
+        _library, _name = previous  # a failed switch changes nothing, not even half
+        raise
 
 
 def _active():
@@ -76,7 +84,10 @@ def _active():
         try:
             use(requested)
         except (ValueError, RuntimeError) as err:  # say where the name came from
-            raise type(err)(f"TINYGAN_BACKEND={requested}: {err}") from None
+            # as a plain ValueError or RuntimeError: CuPy's own errors (CUDARuntimeError)
+            # are built from a status code, not from a message
+            kind = ValueError if isinstance(err, ValueError) else RuntimeError
+            raise kind(f"TINYGAN_BACKEND={requested}: {err}") from None
     return _library
 
 
@@ -97,7 +108,10 @@ def seed(n):
 def _seed_device(n):
     global _rng, _device_seed
     _rng = _library.random.default_rng(n)
-    _device_seed = n  # what a snapshot on CuPy records while no draw has been made
+    # what a snapshot on CuPy records while no draw has been made: a plain int (JSON, and
+    # set_rng_state tells seeds by it); a seed that is no single number (None, a list) is
+    # not kept, so a snapshot draws a fresh seed instead
+    _device_seed = int(n) if isinstance(n, numbers.Integral) else None
 
 
 def rng():
@@ -120,8 +134,9 @@ def get_rng_state():
     NumPy generators expose their full state. CuPy's XORWOW generator does not (its state
     lives on the GPU), so on CuPy the snapshot holds a seed instead: if the device
     generator has been handed out since it was seeded, it is started afresh from a seed
-    drawn from the host generator first. Either way, restoring the snapshot replays
-    exactly the draws that followed it; on CuPy taking one moves both streams on once.
+    drawn from the host generator first (so taking a snapshot then moves the host stream
+    on by one draw and restarts the device stream). Either way, restoring the snapshot
+    replays exactly the draws that followed it.
     """
     if name() == "numpy":
         device = _rng.bit_generator.state
@@ -134,6 +149,7 @@ def get_rng_state():
 
 def set_rng_state(state):
     """Restore a snapshot taken by ``get_rng_state`` (on either backend)."""
+    global _device_seed
     on_numpy = name() == "numpy"
     _host_rng.bit_generator.state = state["host"]
     device = state["device"]
@@ -142,6 +158,7 @@ def set_rng_state(state):
             _seed_device(device)  # (on CuPy that sets up 256,000 cuRAND states: not free)
     elif on_numpy and device is not None:  # a NumPy generator's full state
         _rng.bit_generator.state = device
+        _device_seed = None  # no longer fresh from the seed it was started from
     else:  # a NumPy state cannot be carried over to CuPy: start from the host generator
         _seed_device(int(_host_rng.integers(2**63)))
 

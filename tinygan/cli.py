@@ -196,7 +196,10 @@ def resumed_fields(given, path):
     weights, optimizer state and schedule in the checkpoint belong to those settings.
     """
     # a setting added after the run was saved takes its default, which is what the run used
-    saved = {**dataclasses.asdict(runner.RunConfig()), **checkpoint.load_run(path)[1]["config"]}
+    # (not RunConfig(): its backend default would look up TINYGAN_BACKEND, set below anyway)
+    defaults = {f.name: f.default for f in dataclasses.fields(runner.RunConfig)
+                if f.default is not dataclasses.MISSING}
+    saved = {**defaults, **checkpoint.load_run(path)[1]["config"]}
     for name, value in given.items():
         if value is not None and name not in CHANGEABLE_ON_RESUME and value != saved[name]:
             flag = "--" + name.replace("_", "-")
