@@ -10,7 +10,10 @@ of 2-D points, so the pictures are redrawn at most every ``DRAW_EVERY_S`` second
 
 Resuming from a checkpoint continues the same run: on NumPy, 2N steps in one go
 equal N steps + resume + N steps bit for bit, because batch order is a function of
-(seed, epoch) and the generators' state is saved.
+(seed, epoch) and the generators' state is saved. On CuPy the device generator's state
+cannot be saved, only a seed it restarts from (backend.get_rng_state), and the end of
+every epoch restarts it so: a run resumed from an epoch's end is still bit for bit the
+same, one resumed from the mid-epoch end of a shorter run (--steps) is not.
 """
 
 import itertools
