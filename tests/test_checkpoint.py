@@ -320,6 +320,20 @@ def test_resume_between_history_records_keeps_the_history(tmp_path, monkeypatch)
     assert whole["history"] == resumed["history"]
 
 
+
+def test_an_extended_run_keeps_logging_its_history_at_the_same_interval(tmp_path):
+    """A 200-step run records every step (200 // 200); extended to 400 steps it goes on
+    recording every step, not every second one as a fresh 400-step run would."""
+    def config(steps):
+        return runner.RunConfig(model="gan", data="ring", steps=steps, batch_size=100, seed=3,
+                                evaluate=False, out=str(tmp_path / "run"))
+
+    runner.run(config(200), progress=False)
+    extended = runner.run(config(400), resume=str(tmp_path / "run" / "checkpoint.npz"),
+                          progress=False)
+    assert [r["step"] for r in extended["history"]] == list(range(1, 401))
+
+
 def test_cli_resume_is_bit_exact(tmp_path, capsys):
     common = ["train", "--model", "cgan", "--data", "grid", "--batch-size", "1000", "--seed", "1",
               "--quiet", "--label-smoothing", "0.1", "--lr-decay", "0"]

@@ -221,6 +221,9 @@ def run(config, resume=None, progress=True):
     z, y = fixed_inputs(trainer, config.seed)
     bar = Progress(total) if progress else None
     log_every = max(1, total // 200)  # keep ~200 points of loss history
+    if resume:  # an extended run goes on at the interval its history was logged at
+        log_every = saved.get("log_every", log_every)
+    meta["log_every"] = log_every
     sums, counts = {}, {}  # device-side loss sums since the last log point
     if resume:  # the checkpoint's unlogged sums: the next record is an uninterrupted run's
         for k, (loss_sum, count) in saved.get("pending_losses", {}).items():
