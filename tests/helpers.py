@@ -5,6 +5,8 @@ Inputs are drawn on the host with NumPy and moved to the backend under test with
 So every test that uses these helpers runs unchanged under ``TINYGAN_BACKEND=cupy``.
 """
 
+import os
+
 import numpy as np
 
 from tinygan import backend
@@ -57,3 +59,9 @@ def cupy_works():
         return cupy.cuda.runtime.getDeviceCount() > 0
     except Exception:
         return False
+
+
+def pythonpath_with(folder):
+    """PYTHONPATH for a child process: ``folder`` first, then what this one was given (so
+    a run under the CuPy stand-in, tests/cupy_stand_in, keeps it in its children)."""
+    return os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))

@@ -22,7 +22,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from helpers import cupy_works
+from helpers import cupy_works, pythonpath_with
 from http_server import closed_port_url, serve_stalled_download
 
 import tinygan
@@ -696,7 +696,7 @@ def test_unavailable_backend(tmp_path, capsys):
 
 
 def test_python_dash_m_entry_point(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OPENBLAS_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": pythonpath_with(REPO), "OPENBLAS_NUM_THREADS": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "tinygan", "train", "--steps", "5", "--batch-size", "500",
          "--out", str(tmp_path / "run")],
@@ -712,7 +712,7 @@ def test_python_dash_m_entry_point(tmp_path):
 def test_an_unusable_tinygan_backend_variable_is_a_one_line_error(tmp_path):
     """The backend is chosen on first use, inside the command, so a TINYGAN_BACKEND that
     cannot run is reported like any other bad input, not as a traceback from an import."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TINYGAN_BACKEND": "nope"}
+    env = {**os.environ, "PYTHONPATH": pythonpath_with(REPO), "TINYGAN_BACKEND": "nope"}
     result = subprocess.run([sys.executable, "-m", "tinygan", "train", "--steps", "1",
                              "--out", str(tmp_path / "run")],
                             capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
@@ -763,7 +763,7 @@ def test_sigterm_during_a_download_leaves_no_partial_file(tmp_path):
     file in the cache is removed (by default SIGTERM would end Python without unwinding)."""
     cache = tmp_path / "cache"
     with serve_stalled_download() as url:
-        env = {**os.environ, "PYTHONPATH": str(REPO), "TINYGAN_DATA": str(cache),
+        env = {**os.environ, "PYTHONPATH": pythonpath_with(REPO), "TINYGAN_DATA": str(cache),
                "TINYGAN_MIRROR": url, "OPENBLAS_NUM_THREADS": "1"}
         proc = subprocess.Popen([sys.executable, "-m", "tinygan", "classifier", "train",
                                  "--data", "mnist"], stdout=subprocess.PIPE,

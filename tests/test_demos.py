@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from helpers import pythonpath_with
 from http_server import closed_port_url
 
 DEMOS = Path(__file__).resolve().parents[1] / "demos"
@@ -53,7 +54,7 @@ def run_demo(monkeypatch, capsys, name, *args):
 def test_a_demo_fails_in_one_line(tmp_path, name, args, message):
     """Run as a user runs them, in a process of their own: no traceback for a bad path."""
     (tmp_path / "file").write_text("a file where a folder should be\n")
-    env = {**os.environ, "PYTHONPATH": str(DEMOS.parent), "OPENBLAS_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": pythonpath_with(DEMOS.parent), "OPENBLAS_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, str(DEMOS / name),
                              *(a.format(tmp=tmp_path) for a in args)],
                             capture_output=True, text=True, env=env, timeout=120)
