@@ -63,5 +63,7 @@ def cupy_works():
 
 def pythonpath_with(folder):
     """PYTHONPATH for a child process: ``folder`` first, then what this one was given (so
-    a run under the CuPy stand-in, tests/cupy_stand_in, keeps it in its children)."""
-    return os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))
+    a run under the CuPy stand-in, tests/cupy_stand_in, keeps it in its children), made
+    absolute, as the children run in other folders."""
+    given = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    return os.pathsep.join([str(folder), *(os.path.abspath(p) for p in given if p)])
