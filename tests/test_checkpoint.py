@@ -277,6 +277,16 @@ def interrupted_and_resumed(tmp_path, monkeypatch, config, stop_at):
     return whole, runner.run(config("split"), resume=saved, progress=False), saved_step
 
 
+def assert_interrupted_at_n_resumes_bit_exact(tmp_path, monkeypatch, config):
+    """Stopped after step N, a ``config`` run resumes from its epoch-end checkpoint (step
+    10) and ends exactly where the uninterrupted run ends: history, weights, optimizers."""
+    whole, resumed, saved_step = interrupted_and_resumed(tmp_path, monkeypatch, config, N)
+    assert saved_step == 10
+    assert whole["history"] == resumed["history"]
+    assert_same_checkpoints(tmp_path / "whole" / "checkpoint.npz",
+                            tmp_path / "split" / "checkpoint.npz", split_at=None)
+
+
 def test_interrupted_run_with_lr_decay_resumes_bit_exact(tmp_path, monkeypatch):
     """A run stopped by Ctrl-C after step N resumes from its last epoch-end checkpoint
     (step 10) and, with the same length, ends exactly where the uninterrupted run ends."""
@@ -284,11 +294,7 @@ def test_interrupted_run_with_lr_decay_resumes_bit_exact(tmp_path, monkeypatch):
         return runner.RunConfig(model="gan", data="ring", steps=2 * N, batch_size=1000,
                                 lr_decay=0.5, seed=3, out=str(tmp_path / out))
 
-    whole, resumed, saved_step = interrupted_and_resumed(tmp_path, monkeypatch, config, N)
-    assert saved_step == 10
-    assert whole["history"] == resumed["history"]
-    assert_same_checkpoints(tmp_path / "whole" / "checkpoint.npz",
-                            tmp_path / "split" / "checkpoint.npz", split_at=None)
+    assert_interrupted_at_n_resumes_bit_exact(tmp_path, monkeypatch, config)
 
 
 def test_interrupted_run_resumes_bit_exact_under_cupys_generator_rules(tmp_path, monkeypatch):
@@ -306,11 +312,7 @@ def test_interrupted_run_resumes_bit_exact_under_cupys_generator_rules(tmp_path,
         return runner.RunConfig(steps=2 * N, batch_size=1000, lr_decay=0.0, seed=3,
                                 out=str(tmp_path / out), **RESUME_CASES[0])
 
-    whole, resumed, saved_step = interrupted_and_resumed(tmp_path, monkeypatch, config, N)
-    assert saved_step == 10
-    assert whole["history"] == resumed["history"]
-    assert_same_checkpoints(tmp_path / "whole" / "checkpoint.npz",
-                            tmp_path / "split" / "checkpoint.npz", split_at=None)
+    assert_interrupted_at_n_resumes_bit_exact(tmp_path, monkeypatch, config)
 
 
 def test_resume_between_history_records_keeps_the_history(tmp_path, monkeypatch):

@@ -76,10 +76,15 @@ def fraction(text):
 
 
 def add_backend_argument(parser):
-    # no default here: the backend in use (TINYGAN_BACKEND's, else numpy), looked up when
-    # the command runs, so that a TINYGAN_BACKEND that cannot run is reported in one line
+    # no default here: see chosen_backend
     parser.add_argument("--backend", choices=backend.BACKENDS,
                         help="array library (default: $TINYGAN_BACKEND, else numpy)")
+
+
+def chosen_backend(flag):
+    """--backend if given, else the backend in use (TINYGAN_BACKEND's, else numpy), looked
+    up when the command runs, so that a TINYGAN_BACKEND that cannot run is one line."""
+    return flag or backend.name()
 
 
 def add_train_parser(sub):
@@ -213,7 +218,7 @@ def resumed_fields(given, path):
     fields = {k: v for k, v in saved.items() if k in RUN_FLAGS}
     if given["epochs"] or given["steps"]:  # a new length replaces both saved fields
         fields["epochs"], fields["steps"] = given["epochs"], given["steps"]
-    fields["backend"] = given["backend"] or backend.name()  # not the saved one: this machine's
+    fields["backend"] = chosen_backend(given["backend"])  # not the saved one: this machine's
     fields["data_dir"] = given["data_dir"] or saved["data_dir"]
     return fields
 
@@ -239,7 +244,7 @@ def train(args):
 
 
 def sample(args):
-    backend.use(args.backend or backend.name())
+    backend.use(chosen_backend(args.backend))
     if not args.out.endswith(".png") or os.path.isdir(args.out):
         raise ValueError(f"--out {args.out}: expected the path of a .png file to write")
     files.check_writable(os.path.dirname(os.path.abspath(args.out)), "--out folder")
@@ -271,7 +276,7 @@ def sample(args):
 
 def evaluate(args):
     check_data_dir(args.data_dir)
-    backend.use(args.backend or backend.name())
+    backend.use(chosen_backend(args.backend))
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "eval.json")
     files.check_writable(os.path.dirname(os.path.abspath(out)), "folder of the report")
     report = metrics.evaluate_checkpoint(args.checkpoint, args.classifier, args.n,
@@ -283,7 +288,7 @@ def evaluate(args):
 
 def classifier_command(args):
     check_data_dir(args.data_dir)
-    backend.use(args.backend or backend.name())
+    backend.use(chosen_backend(args.backend))
     classifier.train_command(args.data, args.data_dir, args.epochs, args.out, args.seed)
 
 
