@@ -9,6 +9,7 @@ the min and max over runs.
 """
 
 import argparse
+import functools
 import importlib.metadata
 import importlib.util
 import json
@@ -23,6 +24,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+# OpenBLAS's kernel family (NumPy); the instruction sets of PyTorch's ATen, oneDNN and MKL
+KERNEL_VARS = ("OPENBLAS_CORETYPE", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA",
+               "MKL_ENABLE_INSTRUCTIONS")
 
 
 # -- the parent side -------------------------------------------------------------------
@@ -44,12 +48,24 @@ def add_common_arguments(parser, batch=(64, 256)):
     parser.add_argument("--worker", help=argparse.SUPPRESS)
 
 
-def torch_has_cuda():
-    """Whether the installed torch sees a GPU, asked in a child process (importing torch
-    here would make the parent ~200 MB, see machine_info)."""
-    code = "import torch; print(torch.cuda.is_available())"
+def ask_torch(expression):
+    """str(expression) evaluated by torch in a child process, with this environment (so as
+    the workers see it), or None; importing torch here would make the parent ~200 MB (see
+    machine_info)."""
+    code = f"import torch; print({expression})"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    return proc.returncode == 0 and proc.stdout.strip() == "True"
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def torch_has_cuda():
+    """Whether the installed torch sees a GPU."""
+    return ask_torch("torch.cuda.is_available()") == "True"
+
+
+@functools.cache
+def torch_cpu_kernels():
+    """The instruction set PyTorch's CPU kernels run with here ("AVX512", "AVX2", ...)."""
+    return ask_torch("torch.backends.cpu.get_cpu_capability()")
 
 
 def torch_wanted(args):
@@ -144,8 +160,9 @@ def machine_info():
     core = openblas_core()
     if core:
         info["openblas_kernels"] = core
-    if os.environ.get("OPENBLAS_CORETYPE"):
-        info["OPENBLAS_CORETYPE"] = os.environ["OPENBLAS_CORETYPE"]
+    for var in KERNEL_VARS:  # settings that pin a library's kernels to an instruction set
+        if os.environ.get(var):
+            info[var] = os.environ[var]
     gpu = gpu_name()
     if gpu:
         info["gpu"] = gpu
@@ -153,6 +170,7 @@ def machine_info():
         # the installed version, without importing torch: the parent would then be
         # ~200 MB, and Linux starts a child's peak RSS (ru_maxrss) at its parent's size
         info["torch"] = importlib.metadata.version("torch")
+        info["torch_cpu_kernels"] = torch_cpu_kernels()
     return info
 
 
@@ -200,6 +218,10 @@ def print_machine():
     if info.get("OPENBLAS_CORETYPE"):
         print(f"note: OPENBLAS_CORETYPE={info['OPENBLAS_CORETYPE']} is set in the environment; it "
               f"overrides OpenBLAS's own choice of kernels for this CPU")
+    capped = [f"{var}={info[var]}" for var in KERNEL_VARS[1:] if info.get(var)]
+    if capped:
+        print(f"note: the environment limits PyTorch's kernels to an instruction set: "
+              f"{', '.join(capped)}")
 
 
 def write_json(path, payload):

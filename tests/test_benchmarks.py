@@ -1,0 +1,163 @@
+"""The benchmark scripts run end to end, as a user runs them: tiny sizes, few rounds.
+
+No time is checked here (timings belong to the benchmarks, not to tests). What is checked
+is that each script runs on the backend under test (so under ``TINYGAN_BACKEND=cupy`` the
+GPU paths: the NumPy comparison run, device synchronisation, the GPU memory pool), that it
+compares with PyTorch exactly when a usable PyTorch is installed, and that it writes the
+JSON that RESULTS.md and ``plot_results.py`` are built from.
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO, UNDER_TEST
+from helpers import pythonpath_with
+
+pytestmark = pytest.mark.slow
+
+
+def torch_expected():
+    """Whether the benchmarks should run the PyTorch peer: installed, and on the GPU with CUDA."""
+    if importlib.util.find_spec("torch") is None:
+        return False
+    if UNDER_TEST == "numpy":
+        return True
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def run_bench(tmp_path, script, *args):
+    """Run benchmarks/<script> on the backend under test; return (its JSON, its stdout)."""
+    out = tmp_path / f"{script}.json"
+    env = {**os.environ, "PYTHONPATH": pythonpath_with(REPO)}
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--backend",
+                           UNDER_TEST, *args, "--json", str(out)], capture_output=True,
+                          text=True, env=env, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    payload = json.loads(out.read_text())
+    machine = payload["machine"]
+    assert machine["numpy"] and machine["cores"] >= 1
+    if importlib.util.find_spec("torch"):  # the instruction set its CPU kernels ran with
+        assert machine["torch_cpu_kernels"]
+    return payload, proc.stdout
+
+
+def test_bench_step_times_both_programs_and_writes_what_the_plot_reads(tmp_path):
+    payload, stdout = run_bench(tmp_path, "bench_step.py", "--models", "gan", "--batch", "16",
+                                "32", "--threads", "1", "--rounds", "2", "--warmup", "1")
+    with_torch, on_gpu = torch_expected(), UNDER_TEST == "cupy"
+    programs = {"tinygan"} | ({"torch"} if with_torch else set()) | ({"numpy"} if on_gpu else set())
+    assert payload["benchmark"] == "step"
+    assert [(e["model"], e["batch"], e["threads"]) for e in payload["results"]] == [
+        ("gan", 16, 1), ("gan", 32, 1)]
+    for entry in payload["results"]:
+        assert entry["backend"] == UNDER_TEST and set(entry["runs"]) == programs
+        for program, runs in entry["runs"].items():
+            assert len(runs) == 2 and all(t > 0 for t in runs), program
+            assert entry["stats"][program]["min"] <= entry["stats"][program]["median"]
+        assert ("ratio" in entry) == with_torch
+        assert ("speedup_over_numpy" in entry) == on_gpu
+        if with_torch:  # a ratio of medians, and the spread of the per-round ratios
+            ratio, runs = entry["ratio"], entry["runs"]
+            medians = [entry["stats"][p]["median"] for p in ("tinygan", "torch")]
+            assert ratio["median"] == pytest.approx(medians[0] / medians[1])
+            assert ratio["min"] == min(a / b for a, b in zip(runs["tinygan"], runs["torch"]))
+    assert ("tinygan / torch" in stdout) == with_torch
+    assert ("numpy / cupy" in stdout) == on_gpu
+
+    png = tmp_path / "step_time.png"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "plot_results.py"),
+                           str(png), str(tmp_path / "bench_step.py.json")],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "MPLBACKEND": "Agg"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_layers_puts_each_layer_beside_its_products_and_its_mirror(tmp_path):
+    small = ["D conv 1->64 28->14", "G convT 64->1 14->28"]  # a ConvTranspose2d and its mirror
+    payload, _ = run_bench(tmp_path, "bench_layers.py", "--layers", *small, "--batch", "4",
+                           "--threads", "1", "--rounds", "1")
+    results = payload["results"]
+    assert [e["layer"] for e in results] == small
+    for entry in results:
+        assert entry["batch"] == 4 and entry["backend"] == UNDER_TEST
+        fb, gemm = entry["forward_backward"]["median"], entry["gemm_seconds"]["median"]
+        assert 0 < entry["forward"]["median"] and 0 < gemm and 0 < fb
+        assert entry["gemm_share"]["median"] == pytest.approx(gemm / fb)
+        assert ("ratio" in entry) == torch_expected()
+    assert "vs_mirror" not in results[0] and results[1]["vs_mirror"]["median"] > 0
+
+
+def test_bench_gemm_times_every_product_the_layers_issue(tmp_path):
+    payload, _ = run_bench(tmp_path, "bench_gemm.py", "--batch", "4", "--threads", "1",
+                           "--rounds", "1")
+    rows = {(r["layer"], r["gemm"]): r for r in payload["results"]}
+    sys.path.insert(0, str(REPO))
+    try:
+        from benchmarks.bench_gemm import LAYERS, layer_gemms
+    finally:
+        sys.path.remove(str(REPO))
+    expected = {("reference", "1024^3")} | {(name, g[0]) for name in LAYERS
+                                          for g in layer_gemms(name, 4)}
+    assert set(rows) == expected
+    for (name, label), row in rows.items():
+        assert row["gflops"]["median"] > 0
+        if name != "reference":  # the shapes the layer issues, batch 4 unless it is fixed
+            assert [g[1:4] for g in layer_gemms(name, 4) if g[0] == label] == [
+                (row["m"], row["k"], row["n"])]
+
+
+def test_bench_memory_compares_peak_memory(tmp_path):
+    payload, _ = run_bench(tmp_path, "bench_memory.py", "--batch", "8", "--steps", "1",
+                           "--rounds", "1")
+    (entry,) = payload["results"]
+    programs = ["tinygan"] + (["torch"] if torch_expected() else [])
+    for program in programs:
+        mem = entry[program]
+        assert mem["peak_mb"] >= mem["before_mb"] > 0
+        assert mem["training_mb"] == pytest.approx(mem["peak_mb"] - mem["before_mb"])
+        assert ("device_mb" in mem) == (UNDER_TEST == "cupy")
+    assert ("peak_ratio" in entry) == ("torch" in programs)
+    if "torch" in programs:
+        assert entry["peak_ratio"] == pytest.approx(entry["tinygan"]["peak_mb"]
+                                                    / entry["torch"]["peak_mb"])
+
+
+def test_python_m_benchmarks_hands_its_options_to_every_script(tmp_path, monkeypatch):
+    """`python -m benchmarks [--quick] [--backend B] [--out DIR]`, the one command RESULTS.md
+    gives for re-running everything (on a GPU too): each script gets the backend, --quick's
+    settings and its own JSON file, and the plot is drawn from the step JSON."""
+    sys.path.insert(0, str(REPO))
+    try:
+        from benchmarks import __main__ as run_all
+        from benchmarks import plot_results
+    finally:
+        sys.path.remove(str(REPO))
+    calls = []
+    for name in ("bench_gemm", "bench_layers", "bench_step", "bench_memory"):
+        monkeypatch.setattr(getattr(run_all, name), "main",
+                            lambda argv, name=name: calls.append((name, argv)))
+    monkeypatch.setattr(plot_results, "main", lambda argv: calls.append(("plot", argv)))
+    out = tmp_path / "out"
+    run_all.main(["--quick", "--backend", "cupy", "--out", str(out)])
+    json_of = {name: ["--json", str(out / f"{name}.json")] for name in
+               ("gemm", "layers", "step", "memory")}
+    quick = ["--backend", "cupy", "--rounds", "2"]
+    assert calls == [
+        ("bench_gemm", quick + ["--batch", "64"] + json_of["gemm"]),
+        ("bench_layers", quick + ["--batch", "64"] + json_of["layers"]),
+        ("bench_step", quick + ["--batch", "64"] + json_of["step"]),
+        ("bench_memory", quick + ["--rounds", "1"] + json_of["memory"]),
+        ("plot", [str(out / "step_time.png"), str(out / "step.json")]),
+    ]
+    assert out.is_dir()
+    calls.clear()
+    run_all.main([])  # the defaults: NumPy, every batch and round count of each script
+    assert calls == [(name, ["--backend", "numpy"]) for name in
+                     ("bench_gemm", "bench_layers", "bench_step", "bench_memory")]
