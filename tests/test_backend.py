@@ -163,14 +163,16 @@ def test_xp_follows_the_switch_into_modules_that_imported_it(restore_backend, mo
     assert module.looked_up == [] and backend.name() == "numpy"
 
 
-@pytest.mark.parametrize("name, ok", [("numpy", True), ("nope", False)])
-def test_environment_variable_picks_the_backend(name, ok):
-    env = dict(os.environ, TINYGAN_BACKEND=name)
+@pytest.mark.parametrize("value, picked", [("numpy", "numpy"), ("", "numpy"), ("nope", None)],
+                         ids=["numpy", "set-but-empty", "nope"])
+def test_environment_variable_picks_the_backend(value, picked):
+    """An empty TINYGAN_BACKEND (``TINYGAN_BACKEND= cmd``, or cleared in a script) is unset."""
+    env = dict(os.environ, TINYGAN_BACKEND=value)
     code = "from tinygan import backend; print(backend.name())"
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                             text=True, timeout=60, cwd=Path(__file__).parents[1])
-    if ok:
-        assert result.returncode == 0 and result.stdout.strip() == name
+    if picked:
+        assert result.returncode == 0 and result.stdout.strip() == picked
     else:
         assert result.returncode != 0
         assert ("TINYGAN_BACKEND=nope: unknown tinygan backend 'nope'; valid backends: numpy, "

@@ -5,6 +5,7 @@ atomic writes.
 must end with identical checkpoints, every array compared with ``np.array_equal``.
 """
 
+import dataclasses
 import json
 import os
 
@@ -122,12 +123,14 @@ def damaged_files(tmp_path):
     np.savez(tmp_path / "foreign.npz", meta=np.array("{}"), **{"encoder/w": np.zeros(2)})
     np.savez(tmp_path / "meta-not-json.npz", meta=np.array("{step: 1"))
     np.savez(tmp_path / "meta-a-list.npz", meta=np.array("[1, 2]"))
+    with open(tmp_path / "one-array.npz", "wb") as f:  # np.save's format under an .npz name
+        np.save(f, np.zeros(3))
     files = {"truncated.npz": raw[: len(raw) // 2], "header-only.npz": raw[:100],
              "empty.npz": b"", "text.npz": b"not a checkpoint\n", "flipped.npz": bytes(flipped)}
     for name, content in files.items():
         (tmp_path / name).write_bytes(content)
     return [*files, "no-meta.npz", "foreign.npz", "meta-not-json.npz", "meta-a-list.npz",
-            "missing.npz"]
+            "one-array.npz", "missing.npz"]
 
 
 def test_damaged_checkpoints_raise_one_line_checkpoint_error(tmp_path):
@@ -138,6 +141,9 @@ def test_damaged_checkpoints_raise_one_line_checkpoint_error(tmp_path):
         assert "\n" not in message and name in message, (name, message)
     with pytest.raises(checkpoint.CheckpointError, match="missing.npz does not exist$"):
         checkpoint.load(tmp_path / "missing.npz")
+    with pytest.raises(checkpoint.CheckpointError, match=r"one-array.npz is not a readable .npz "
+                       r"file \(it holds one array, as np.save writes"):
+        checkpoint.load(tmp_path / "one-array.npz")
 
 
 RUN_KEYS = ("config", "data_shape", "model_options", "trainer_step")
@@ -153,6 +159,35 @@ def test_load_run_needs_every_setting_of_a_training_run(tmp_path, missing):
     checkpoint.save_npz_atomic(path, {}, meta)
     with pytest.raises(checkpoint.CheckpointError, match=f"has no '{missing}' in its meta"):
         checkpoint.load_run(path)
+
+
+RESUME_ONLY = ("step", "epoch", "time_s", "history", "eval", "rng")
+
+
+def test_resume_keys_are_the_run_keys_and_where_the_run_stopped():
+    assert checkpoint.RUN_KEYS == RUN_KEYS
+    assert checkpoint.RESUME_KEYS == RUN_KEYS + RESUME_ONLY
+
+
+@pytest.mark.parametrize("missing", RESUME_ONLY)
+def test_resuming_needs_where_the_run_stopped(tmp_path, capsys, missing):
+    """A checkpoint without what resuming reads is a one-line error naming the entry, from
+    the runner and the CLI alike (it was a bare KeyError: "error: rng"); sampling from it,
+    which needs none of them, still works."""
+    config = runner.RunConfig(steps=2, batch_size=1000, out=str(tmp_path / "run"))
+    runner.run(config, progress=False)
+    arrays = read_arrays(tmp_path / "run" / "checkpoint.npz")
+    meta = json.loads(str(arrays.pop("meta")))
+    del meta[missing]
+    path = tmp_path / "cut.npz"
+    checkpoint.save_npz_atomic(path, arrays, meta)
+    message = f"checkpoint {path} has no '{missing}' in its meta"
+    with pytest.raises(checkpoint.CheckpointError, match=message):
+        runner.run(dataclasses.replace(config, steps=4), resume=str(path), progress=False)
+    assert cli.main(["train", "--resume", str(path), "--steps", "4", "--quiet"]) == 1
+    assert capsys.readouterr().err == f"tinygan train: error: {message}: it was not written " \
+                                      "by a training run\n"
+    assert cli.main(["sample", "--checkpoint", str(path), "--out", str(tmp_path / "s.png")]) == 0
 
 
 # -- atomic writes -------------------------------------------------------------------------
@@ -180,6 +215,16 @@ def test_check_writable_tries_a_file_not_just_the_folder(tmp_path):
     assert (tmp_path / "new").is_dir() and os.listdir(tmp_path / "new") == []
     with pytest.raises(OSError, match="^output folder /proc: not writable "):
         files.check_writable("/proc", "output folder")
+
+
+def test_check_writable_names_a_file_where_the_folder_should_be(tmp_path):
+    """Not "not writable (File exists)": what is wrong is that the path is a file."""
+    afile = tmp_path / "run.npz"
+    afile.write_text("a file\n")
+    with pytest.raises(OSError, match=f"^output folder {afile} is a file, not a folder$"):
+        files.check_writable(afile, "output folder")
+    with pytest.raises(OSError, match=f"^output folder {afile / 'run'}: not writable "):
+        files.check_writable(afile / "run", "output folder")  # a file further up
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o002, 0o077], ids=["022", "002", "077"])

@@ -321,7 +321,7 @@ def test_resume_with_a_new_length_replaces_the_saved_one(tmp_path, capsys):
     assert run(capsys, "train", "--steps", 3, "--out", tmp_path, *common)[0] == 0
     code, stdout, _ = run(capsys, "train", "--resume", tmp_path / "checkpoint.npz", "--epochs", 2,
                           "--quiet")
-    assert code == 0 and "20 steps" in stdout
+    assert code == 0 and "from step 3 to step 20 " in stdout
     assert json.loads((tmp_path / "metrics.json").read_text())["step"] == 20
 
 
@@ -356,6 +356,30 @@ def test_resume_of_a_run_saved_before_a_setting_existed(tmp_path, capsys):
                           match="--fake-class-loss: the resumed run ran without it")
     assert run(capsys, "train", "--resume", saved, "--steps", 3, "--quiet")[0] == 0
     assert json.loads((tmp_path / "metrics.json").read_text())["config"]["fake_class_loss"] is False
+
+
+def test_train_says_what_it_did_and_how_the_run_scores(tmp_path, capsys):
+    """The last lines of `tinygan train`: the steps it took (none, for a finished run
+    resumed as it was), and the run's last evaluation, as metrics.json holds it."""
+    out = tmp_path / "run"
+    code, stdout, _ = run(capsys, "train", "--epochs", 1, "--batch-size", 1000, "--out", out,
+                          "--quiet")
+    saved = json.loads((out / "metrics.json").read_text())
+    steps, last = saved["step"], saved["eval"][-1]
+    lines = stdout.splitlines()
+    assert code == 0 and len(lines) == 2
+    assert lines[0].startswith(f"trained gan on ring: {steps} steps in ")
+    assert lines[1] == (f"at step {steps}: {last['modes']} of 8 modes covered, "
+                        f"{last['hq_percent']:.1f}% of samples high quality")
+    code, stdout, _ = run(capsys, "train", "--resume", out / "checkpoint.npz", "--quiet")
+    assert code == 0 and stdout.startswith(f"gan on ring: already at step {steps}, nothing "
+                                           "to train (ask for more --steps or --epochs)")
+    code, stdout, _ = run(capsys, "train", "--resume", out / "checkpoint.npz", "--epochs", 2,
+                          "--quiet")
+    lines = stdout.splitlines()
+    assert code == 0 and lines[0].startswith(f"trained gan on ring from step {steps} to step "
+                                             f"{2 * steps} (")
+    assert lines[1].startswith(f"at step {2 * steps}: ")
 
 
 def test_resume_writes_beside_the_checkpoint(tmp_path, capsys):
@@ -622,10 +646,10 @@ def test_sample_and_eval_check_their_output_before_working(tmp_path, capsys, mon
     blocked.write_text("a file where a folder should be\n")
     monkeypatch.setattr(cli.runner, "generate", lambda *a: pytest.fail("sampled first"))
     assert_one_line_error(capsys, "sample", "--checkpoint", saved, "--out", blocked / "s.png",
-                          match=f"--out folder {blocked}: not writable")
+                          match=f"--out folder {blocked} is a file, not a folder")
     monkeypatch.setattr(cli.metrics, "evaluate_checkpoint", lambda *a: pytest.fail("scored first"))
     assert_one_line_error(capsys, "eval", "--checkpoint", saved, "--out", blocked / "e.json",
-                          match=f"folder of the report {blocked}: not writable")
+                          match=f"folder of the report {blocked} is a file, not a folder")
 
 
 def test_classifier_names_the_cache_when_no_out_was_given(tmp_path, capsys, data_dir,
@@ -634,7 +658,7 @@ def test_classifier_names_the_cache_when_no_out_was_given(tmp_path, capsys, data
     blocked.write_text("a file where the cache folder should be\n")
     monkeypatch.setenv("TINYGAN_DATA", str(blocked))
     assert_one_line_error(capsys, "classifier", "train", "--data", "mnist", "--data-dir", data_dir,
-                          match=f"cache folder {blocked}: not writable")
+                          match=f"cache folder {blocked} is a file, not a folder")
 
 
 @pytest.mark.parametrize("name", ["clf.pt", "folder.npz"])

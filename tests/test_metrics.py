@@ -254,7 +254,14 @@ def test_cli_eval_without_a_classifier_says_how_to_train_one(tmp_path, monkeypat
     assert cli.main(["eval", "--checkpoint", str(path)]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    assert "no classifier at" in err and "tinygan classifier train --data mnist" in err
+    assert "no classifier at" in err and "tinygan classifier train --data mnist`" in err
+    # given the images' folder (or a run that saved one), the suggested command has it too:
+    # offline, the classifier cannot be trained without it
+    data_dir = tmp_path / "my data"
+    data_dir.mkdir()
+    assert cli.main(["eval", "--checkpoint", str(path), "--data-dir", str(data_dir)]) == 1
+    assert (f"run `tinygan classifier train --data mnist --data-dir '{data_dir}'` first"
+            in capsys.readouterr().err)
 
 
 def test_a_classifier_of_the_other_dataset_is_refused(tmp_path):
@@ -496,6 +503,10 @@ def test_cli_eval_on_an_image_checkpoint(mnist, tmp_path, monkeypatch, capsys):
                                            real, None)
     assert set(scores) == {"fd_features", "fd_logits", "score", "class_accuracy"}
     json.dumps(scores)
+    assert metrics.training_summary(scores, "mnist") == (
+        f"FD features {scores['fd_features']:.1f}, FD logits {scores['fd_logits']:.2f}, "
+        f"classifier score {scores['score']:.2f}, "
+        f"class accuracy {100 * scores['class_accuracy']:.1f}%")
 
 
 def test_classifier_training_skips_the_image_gradient_and_restores_it(monkeypatch):

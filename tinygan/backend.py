@@ -80,7 +80,7 @@ def use(name):
 def _active():
     """The array module in use; on first use, the one TINYGAN_BACKEND names (else NumPy)."""
     if _library is None:
-        requested = os.environ.get("TINYGAN_BACKEND", "numpy")
+        requested = os.environ.get("TINYGAN_BACKEND") or "numpy"  # set but empty: unset
         try:
             use(requested)
         except (ValueError, RuntimeError) as err:  # say where the name came from

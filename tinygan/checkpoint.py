@@ -55,13 +55,18 @@ def read_npz(path, what):
     """{name: array} of the .npz file at ``path``, read without pickles; a one-line
     CheckpointError naming ``what`` the file should be when it is damaged or not an .npz."""
     try:
-        with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded as f:
+                return {k: f[k] for k in f.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
         # NumPy reads a file that is not a zip archive as a pickle and then advises
         # allow_pickle=True: wrong advice for a file that is not what was expected at all
         reason = "not a zip archive" if "pickled" in str(err) else str(err).splitlines()[0]
         raise CheckpointError(f"{what} {path} is not a readable .npz file ({reason})") from None
+    # np.load hands back the one array of an .npy file (np.save's) as it is
+    raise CheckpointError(f"{what} {path} is not a readable .npz file (it holds one array, "
+                          "as np.save writes, not an archive of them)")
 
 
 def load(path):
@@ -92,11 +97,17 @@ def load(path):
     return states, meta
 
 
-def load_run(path):
+RUN_KEYS = ("config", "data_shape", "model_options", "trainer_step")
+# what going on with a run needs besides: where it stopped, its random state, its records
+RESUME_KEYS = (*RUN_KEYS, "step", "epoch", "time_s", "history", "eval", "rng")
+
+
+def load_run(path, keys=RUN_KEYS):
     """``load`` for a checkpoint written by a training run (``tinygan train``), whose meta
-    also holds the run's settings, data shape and model options."""
+    also holds the run's settings, data shape and model options (and, to resume it, what
+    RESUME_KEYS name)."""
     states, meta = load(path)
-    for key in ("config", "data_shape", "model_options", "trainer_step"):
+    for key in keys:
         if key not in meta:
             raise CheckpointError(f"checkpoint {path} has no {key!r} in its meta: it was not "
                                   "written by a training run")

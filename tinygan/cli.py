@@ -194,7 +194,7 @@ def check_data_dir(folder):
         raise ValueError(f"--data-dir {folder}: no such folder")
 
 
-def resumed_fields(given, path):
+def resumed_fields(given, saved_config):
     """The saved run's settings, with the length, backend and data folder as given.
 
     Any other flag that disagrees with the saved run is refused rather than ignored: the
@@ -204,7 +204,7 @@ def resumed_fields(given, path):
     # (not RunConfig(): its backend default would look up TINYGAN_BACKEND, set below anyway)
     defaults = {f.name: f.default for f in dataclasses.fields(runner.RunConfig)
                 if f.default is not dataclasses.MISSING}
-    saved = {**defaults, **checkpoint.load_run(path)[1]["config"]}
+    saved = {**defaults, **saved_config}
     for name, value in given.items():
         if value is not None and name not in CHANGEABLE_ON_RESUME and value != saved[name]:
             flag = "--" + name.replace("_", "-")
@@ -226,8 +226,10 @@ def resumed_fields(given, path):
 def train(args):
     given = {f: getattr(args, f) for f in RUN_FLAGS}
     out = args.out
+    first = 0  # the step training starts from
     if args.resume:
-        fields = resumed_fields(given, args.resume)
+        saved = checkpoint.load_run(args.resume, checkpoint.RESUME_KEYS)[1]
+        fields, first = resumed_fields(given, saved["config"]), saved["step"]
         # beside the checkpoint: a copy resumed elsewhere must not overwrite the original run
         out = out or os.path.dirname(os.path.abspath(args.resume))
     else:
@@ -239,8 +241,19 @@ def train(args):
         fields["data_dir"] = os.path.abspath(fields["data_dir"])
     config = runner.RunConfig(**fields, out=os.path.abspath(out), evaluate=not args.no_eval)
     meta = runner.run(config, resume=args.resume, progress=not args.quiet)
-    print(f"trained {config.model} on {config.data}: {meta['step']} steps in "
-          f"{meta['time_s']:.1f} s; samples, curves, metrics.json and checkpoint.npz in {out}")
+    outputs = f"samples, curves, metrics.json and checkpoint.npz in {out}"
+    what = f"{config.model} on {config.data}"
+    if meta["step"] == first:
+        print(f"{what}: already at step {first}, nothing to train (ask for more --steps or "
+              f"--epochs); {outputs}")
+    elif first:
+        print(f"trained {what} from step {first} to step {meta['step']} ({meta['time_s']:.1f} s "
+              f"of training in all); {outputs}")
+    else:
+        print(f"trained {what}: {meta['step']} steps in {meta['time_s']:.1f} s; {outputs}")
+    if meta["eval"]:  # the last end-of-epoch evaluation
+        last = meta["eval"][-1]
+        print(f"at step {last['step']}: {metrics.training_summary(last, config.data)}")
 
 
 def sample(args):

@@ -47,6 +47,8 @@ def written_atomically(path):
 def check_writable(folder, what):
     """Create ``folder`` and make sure a file can be written there, before hours of work
     whose results would be lost; a one-line OSError naming ``what`` otherwise."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise OSError(f"{what} {folder} is a file, not a folder")
     try:
         os.makedirs(folder, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):

@@ -28,6 +28,7 @@ Everything is computed on the host in float64; only the networks run on the back
 
 import json
 import os
+import shlex
 
 import numpy as np
 
@@ -221,6 +222,19 @@ def evaluate_for_training(gan, config, real, labels):
     return result
 
 
+def training_summary(entry, data_name):
+    """One line for the end of ``tinygan train``: an ``evaluate_for_training`` record."""
+    if "modes" in entry:
+        total = len(data.TOY_DATASETS[data_name].centres)
+        return (f"{entry['modes']} of {total} modes covered, {entry['hq_percent']:.1f}% of "
+                f"samples high quality")
+    parts = [f"FD features {entry['fd_features']:.1f}", f"FD logits {entry['fd_logits']:.2f}",
+             f"classifier score {entry['score']:.2f}"]
+    if "class_accuracy" in entry:
+        parts.append(f"class accuracy {100 * entry['class_accuracy']:.1f}%")
+    return ", ".join(parts)
+
+
 # --------------------------------------------------------------------- `tinygan eval`
 
 
@@ -232,12 +246,14 @@ def load_generator(path):
     return gan, meta
 
 
-def find_classifier(name, path=None):
-    """The classifier to judge ``name`` images with: ``path``, else the default location."""
+def find_classifier(name, path=None, data_dir=None):
+    """The classifier to judge ``name`` images with: ``path``, else the default location.
+    ``data_dir``, where the images are, goes into the command the error suggests."""
     path = path or classifier.default_path(name)
     if not os.path.isfile(path):
+        where = f" --data-dir {shlex.quote(str(data_dir))}" if data_dir else ""
         raise FileNotFoundError(f"no classifier at {path}: run `tinygan classifier train "
-                                f"--data {name}` first, or pass --classifier FILE")
+                                f"--data {name}{where}` first, or pass --classifier FILE")
     model, meta = classifier.load(path)
     if meta.get("data") != name:
         raise ValueError(f"classifier {path} was trained on {meta.get('data')}, "
@@ -258,12 +274,13 @@ def evaluate_checkpoint(path, classifier_path=None, n=None, data_dir=None, seed=
         report["n"] = n or TOY_SAMPLES
         report.update(evaluate_toy(gan, data.TOY_DATASETS[config["data"]], report["n"], seed))
         return report
-    model, model_meta, model_path = find_classifier(config["data"], classifier_path)
     saved_dir = config.get("data_dir")
     if data_dir is None and saved_dir and not os.path.isdir(saved_dir):
         raise ValueError(f"the run's data folder {saved_dir} no longer exists; pass data_dir "
                          "(--data-dir) with the real images")
-    real, _ = data.load_dataset(config["data"], data_dir or saved_dir, "train")
+    data_dir = data_dir or saved_dir
+    model, model_meta, model_path = find_classifier(config["data"], classifier_path, data_dir)
+    real, _ = data.load_dataset(config["data"], data_dir, "train")
     report["n"] = n or IMAGE_SAMPLES
     report["classifier"] = {"path": model_path,
                             "heldout_accuracy": model_meta["heldout_accuracy"]}

@@ -123,7 +123,8 @@ def leaky():
 
 
 def dcgan_init(module):
-    """Radford et al.: every weight ~ N(0, 0.02), biases 0, BatchNorm gamma ~ N(1, 0.02)."""
+    """Radford et al.: every weight ~ N(0, 0.02^2), biases 0, BatchNorm gamma ~ N(1, 0.02^2)
+    (standard deviation 0.02, in init.normal's N(mean, std^2) notation)."""
     for _, layer in module.modules():
         if isinstance(layer, (nn.Dense, nn.Conv2d, nn.ConvTranspose2d)):
             w = layer.params["weight"]
@@ -171,7 +172,8 @@ def dcgan_networks(data_shape, z_dim, g_in=None, d_out=1, g_dropout=0.0):
 def mlp_networks(data_shape, z_dim, g_in=None, d_in=None, d_out=1, g_dropout=0.0):
     """Goodfellow et al. 2014 with multilayer perceptrons, LeakyReLU(0.2) inside.
 
-    Images: G z -> 256 -> 512 -> 1024 -> C*H*W -> tanh -> reshape; D mirrors it.
+    Images: G z -> 256 -> 512 -> 1024 -> C*H*W -> tanh -> reshape; D C*H*W -> 512 -> 256
+    -> logit (two hidden layers, narrowing as G's widen).
     2-D points, after PacGAN's toy networks (narrower, for speed): G has four 128-wide
     hidden layers with BatchNorm and ReLU, D three 128-wide ones with LeakyReLU, and G's
     output is linear because the toy mixtures reach +-4 (the grid), beyond tanh. The

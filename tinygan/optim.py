@@ -111,8 +111,11 @@ class Adam(Optimizer):
         p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
     The (1 - b^t) factors undo the bias of m, v starting at zero; t counts the
     updates of each param (its state's "step"), as in torch. Products are evaluated
-    left to right, ((1 - b2) g) g, as torch's ``addcmul`` does: in float32 the order
-    changes the last bit of about a third of the entries."""
+    left to right, ((1 - b2) g) g, in the order torch's ``addcmul`` multiplies: in
+    float32 the order changes the last bit of about a third of the entries. The results
+    still differ from torch's in the last bit here and there, because torch fuses the
+    add into the product (addcmul) and updates m with ``lerp``: equal formulas, other
+    roundings (the tests compare with torch within a tolerance, not bit for bit)."""
 
     def __init__(self, module, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(module, lr, weight_decay)

@@ -215,7 +215,7 @@ def run(config, resume=None, progress=True):
             "model_options": gan.options, "step": 0, "epoch": 0, "time_s": 0.0,
             "images_per_second": 0.0, "history": [], "eval": []}
     if resume:
-        states, saved = checkpoint.load_run(resume)
+        states, saved = checkpoint.load_run(resume, checkpoint.RESUME_KEYS)
         checkpoint.restore(trainer, states, saved)
         meta.update({k: saved[k] for k in ("step", "epoch", "time_s", "history", "eval")})
     z, y = fixed_inputs(trainer, config.seed)
