@@ -234,6 +234,34 @@ def test_layers_given_a_list_name_what_they_expected():
         nn.Embedding(5, 3).forward([0, 1])
 
 
+EVERY_LAYER = [
+    lambda: nn.Dense(3, 2), lambda: nn.Conv2d(1, 2, 3), lambda: nn.ConvTranspose2d(1, 2, 3),
+    lambda: nn.BatchNorm1d(2), lambda: nn.BatchNorm2d(2), lambda: nn.ReLU(),
+    lambda: nn.LeakyReLU(), lambda: nn.Tanh(), lambda: nn.Sigmoid(), lambda: nn.Dropout(),
+    lambda: nn.Flatten(), lambda: nn.Reshape(2), lambda: nn.Embedding(3, 2),
+    lambda: nn.Sequential(nn.Dense(3, 2), nn.ReLU()),
+]
+
+
+@pytest.mark.parametrize("make", EVERY_LAYER, ids=lambda make: type(make()).__name__)
+def test_backward_before_forward_is_named(make):
+    """Not "cannot unpack non-iterable NoneType" from inside the layer; a deep copy (an
+    EMA of the generator, say) knows it has not run forward either."""
+    import copy
+
+    for layer in (make(), copy.deepcopy(make())):
+        with raises_one_line(RuntimeError, "backward() called before forward()"):
+            layer.backward(device_zeros(1, 2))
+
+
+def test_backward_after_forward_in_eval_mode_still_works_for_dropout():
+    """Dropout's forward in eval mode caches None (the identity): that is not 'nothing'."""
+    layer = nn.Dropout(0.5).eval()
+    x = device_zeros(2, 3) + 1
+    layer.forward(x)
+    assert backend.to_host(layer.backward(x)).tolist() == [[1.0] * 3] * 2
+
+
 # -- one instance in two places ----------------------------------------------------------
 
 def test_sequential_refuses_a_layer_instance_used_twice():

@@ -25,6 +25,10 @@ from contextlib import contextmanager
 from tinygan.backend import xp
 
 
+class NothingCached:
+    """A layer's cache before its first forward (a class, so copies of a layer know it too)."""
+
+
 class Module:
     """Base class: parameter bookkeeping, modes, and PyTorch-style state dicts."""
 
@@ -32,7 +36,7 @@ class Module:
         self.params = {}
         self.grads = {}
         self.buffers = {}
-        self.cache = None
+        self.cache = NothingCached()
         self.training = True
         self.requires_grad = True
         self.needs_input_grad = True
@@ -46,6 +50,19 @@ class Module:
 
     def __call__(self, x):
         return self.forward(x)
+
+    @property
+    def cache(self):
+        """What the last forward kept for backward. Read before any forward, it is a
+        one-line error rather than a TypeError from deep inside the layer's arithmetic."""
+        if isinstance(self._cache, NothingCached):
+            raise RuntimeError(f"{self!r}: backward() called before forward(): there is "
+                               "nothing to differentiate yet")
+        return self._cache
+
+    @cache.setter
+    def cache(self, value):
+        self._cache = value
 
     # -- tree structure: a layer with sub-layers lists them here ----------------------
     def children(self):
