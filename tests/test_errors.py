@@ -254,6 +254,41 @@ def test_backward_before_forward_is_named(make):
             layer.backward(device_zeros(1, 2))
 
 
+# (layer, input, a gradient of the wrong shape that NumPy would broadcast or reshape)
+WRONG_GRADIENTS = [
+    (lambda: nn.ReLU(), (4, 1), (4,)),
+    (lambda: nn.LeakyReLU(0.2), (4, 3), (1, 3)),
+    (lambda: nn.LeakyReLU(-1.5), (4, 3), (4, 1)),
+    (lambda: nn.Tanh(), (4, 3), (4, 1)),
+    (lambda: nn.Sigmoid(), (4, 3), (3,)),
+    (lambda: nn.Dropout(0.5), (4, 3), (1, 3)),
+    (lambda: nn.Flatten(), (2, 2, 2, 2), (8, 2)),
+    (lambda: nn.Reshape(2, 2), (2, 4), (4, 2)),
+    (lambda: nn.Dense(3, 1), (4, 3), (4,)),
+    (lambda: nn.BatchNorm1d(3), (4, 3), (1, 3)),
+    (lambda: nn.BatchNorm2d(2), (3, 2, 2, 2), (1, 2, 2, 2)),
+    (lambda: nn.Conv2d(1, 2, 3), (2, 1, 5, 5), (1, 2, 3, 3)),
+    (lambda: nn.ConvTranspose2d(1, 2, 4, 2, 1), (2, 1, 5, 5), (2, 2, 9, 9)),
+    (lambda: nn.Embedding(5, 3), None, (2, 4)),
+]
+
+
+@pytest.mark.parametrize("make, in_shape, bad", WRONG_GRADIENTS,
+                         ids=[f"{type(make()).__name__}-{bad}" for make, _, bad in WRONG_GRADIENTS])
+def test_backward_with_a_gradient_of_the_wrong_shape_is_named(make, in_shape, bad):
+    """dL/dout must have the output's shape, as in torch's backward: a (N,) gradient for a
+    (N, 1) output would otherwise come back from ReLU as an (N, N) 'gradient'."""
+    layer = make()
+    if in_shape is None:  # Embedding: integer indices in
+        out = layer.forward(backend.to_device(np.array([1, 2])))
+    else:
+        out = layer.forward(backend.to_device(host_rng(0).standard_normal(in_shape)))
+    with raises_one_line(ValueError, repr(layer), "backward expected dL/dout of the output's "
+                         f"shape {tuple(out.shape)}, got {bad}"):
+        layer.backward(device_zeros(*bad))
+    layer.backward(device_zeros(*out.shape))  # the right shape still goes through
+
+
 def test_backward_after_forward_in_eval_mode_still_works_for_dropout():
     """Dropout's forward in eval mode caches None (the identity): that is not 'nothing'."""
     layer = nn.Dropout(0.5).eval()

@@ -1,7 +1,7 @@
 """Elementwise activations. For y = f(x) applied elementwise, dL/dx = dL/dy * f'(x)."""
 
 from tinygan.backend import xp
-from tinygan.nn.module import Module
+from tinygan.nn.module import Module, check_grad
 
 
 class ReLU(Module):
@@ -18,6 +18,7 @@ class ReLU(Module):
         return xp.maximum(x, x.dtype.type(0))
 
     def backward(self, dout):
+        check_grad(self, dout, self.cache.shape)  # the mask has the output's shape
         return dout * self.cache
 
 
@@ -48,6 +49,7 @@ class LeakyReLU(Module):
         return x * self.cache
 
     def backward(self, dout):
+        check_grad(self, dout, self.cache.shape)  # the slopes have the output's shape
         return dout * self.cache
 
 
@@ -60,6 +62,7 @@ class Tanh(Module):
 
     def backward(self, dout):
         y = self.cache
+        check_grad(self, dout, y.shape)
         return dout * (1 - y * y)
 
 
@@ -78,4 +81,5 @@ class Sigmoid(Module):
 
     def backward(self, dout):
         y = self.cache
+        check_grad(self, dout, y.shape)
         return dout * y * (1 - y)

@@ -49,7 +49,7 @@ that a layer returns are always new.
 from tinygan import backend
 from tinygan.backend import xp
 from tinygan.nn import init
-from tinygan.nn.module import Module, check_input, check_sizes, is_int
+from tinygan.nn.module import Module, check_grad, check_input, check_sizes, is_int
 
 
 def pair(value, what, minimum=1):
@@ -251,6 +251,7 @@ class Conv2d(Module):
 
     def backward(self, dout):
         cols, in_shape, out_size = self.cache
+        check_grad(self, dout, (in_shape[3], self.out_channels, *out_size))  # in_shape: C,H,W,N
         weight = self.params["weight"]
         dout2 = to_chwn(dout).reshape(self.out_channels, -1)
         if self.requires_grad:
@@ -343,6 +344,8 @@ class ConvTranspose2d(Module):
 
     def backward(self, dout):
         x2, (n, h, w), (hp, wp) = self.cache
+        (ph, pw) = self.padding
+        check_grad(self, dout, (n, self.out_channels, hp - 2 * ph, wp - 2 * pw))
         weight = self.params["weight"]
         kh, kw = self.kernel_size
         dpad = scratch(("padded", self.padding), (self.out_channels, hp, wp, n), dout.dtype)

@@ -2,7 +2,7 @@
 
 from tinygan.backend import xp
 from tinygan.nn import init
-from tinygan.nn.module import Module, check_input, check_sizes
+from tinygan.nn.module import Module, check_grad, check_input, check_sizes
 
 
 class Dense(Module):
@@ -41,6 +41,7 @@ class Dense(Module):
 
     def backward(self, dout):
         x = self.cache
+        check_grad(self, dout, (x.shape[0], self.out_features))
         if self.requires_grad:
             self.accumulate_grad("weight", dout.T @ x)
             if "bias" in self.params:

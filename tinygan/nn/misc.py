@@ -5,7 +5,7 @@ import math
 from tinygan import backend
 from tinygan.backend import xp
 from tinygan.nn import init
-from tinygan.nn.module import Module, check_sizes
+from tinygan.nn.module import Module, check_grad, check_sizes
 
 
 class Dropout(Module):
@@ -39,7 +39,10 @@ class Dropout(Module):
         return x * mask
 
     def backward(self, dout):
-        return dout if self.cache is None else dout * self.cache
+        if self.cache is None:  # eval mode (or p = 0): the identity
+            return dout
+        check_grad(self, dout, self.cache.shape)
+        return dout * self.cache
 
 
 class Flatten(Module):
@@ -61,6 +64,7 @@ class Flatten(Module):
 
     def backward(self, dout):
         shape, order = self.cache
+        check_grad(self, dout, (shape[0], math.prod(shape[1:])))
         dx = dout.reshape(shape)
         if order == tuple(range(len(shape))):
             return dx
@@ -91,6 +95,7 @@ class Reshape(Module):
         return x.reshape((x.shape[0],) + self.shape)
 
     def backward(self, dout):
+        check_grad(self, dout, (self.cache[0], *self.shape))
         return dout.reshape(self.cache)
 
 
@@ -131,6 +136,7 @@ class Embedding(Module):
         return self.params["weight"][idx]
 
     def backward(self, dout):
+        check_grad(self, dout, (len(self.cache), self.embedding_dim))
         if self.requires_grad:
             weight = self.params["weight"]
             onehot = (self.cache[:, None] == xp.arange(self.num_embeddings)).astype(weight.dtype)

@@ -8,7 +8,9 @@ A layer owns three dictionaries of arrays:
 - ``buffers`` — state that is saved but not trained (``running_mean``, ...).
 
 ``forward(x)`` computes the output and keeps in ``self.cache`` what ``backward``
-needs; ``backward(dout)`` takes dL/d(output) and returns dL/d(input).
+needs; ``backward(dout)`` takes dL/d(output) and returns dL/d(input). Inputs are
+checked (``check_input``), and so is dout (``check_grad``: it must have the output's
+shape), and a backward before any forward is named as such (``Module.cache``).
 ``requires_grad_(False)`` freezes a layer: its backward still returns the input
 gradient (the generator step needs it) but skips the parameter gradients.
 ``input_grad_(False)`` is the other half: for a network whose input is data or noise,
@@ -193,6 +195,18 @@ def check_input(layer, x, layout, channels=None):
     if len(shape) != len(layout) or (channels is not None and shape[1] != channels):
         dims = [str(channels) if d == "C" and channels is not None else d for d in layout]
         raise ValueError(f"{layer!r}: expected input of shape ({', '.join(dims)}), got {shape}")
+
+
+def check_grad(layer, dout, shape):
+    """Raise a one-line ValueError unless dout, dL/d(output), has the output's ``shape``.
+
+    Without it an elementwise layer would broadcast a wrong one ((N,) against (N, 1))
+    into a gradient of the wrong shape, and a reshaping layer would fold it into the
+    input's shape: wrong answers without a word.
+    """
+    if tuple(dout.shape) != tuple(shape):
+        raise ValueError(f"{layer!r}: backward expected dL/dout of the output's shape "
+                         f"{tuple(shape)}, got {tuple(dout.shape)}")
 
 
 def is_int(value):

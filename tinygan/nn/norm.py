@@ -1,7 +1,7 @@
 """Batch normalisation over the batch (and spatial) axes, as torch.nn.BatchNorm1d/2d."""
 
 from tinygan.backend import xp
-from tinygan.nn.module import Module, check_input, check_sizes
+from tinygan.nn.module import Module, check_grad, check_input, check_sizes
 
 
 class _BatchNorm(Module):
@@ -85,6 +85,7 @@ class _BatchNorm(Module):
 
     def backward(self, dout):
         xhat, inv_std, axes, shape, batch_stats = self.cache
+        check_grad(self, dout, xhat.shape)
         sum_dout = dout.sum(axis=axes)
         sum_dout_xhat = (dout * xhat).sum(axis=axes)
         if self.requires_grad:
