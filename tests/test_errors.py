@@ -289,6 +289,53 @@ def test_backward_with_a_gradient_of_the_wrong_shape_is_named(make, in_shape, ba
     layer.backward(device_zeros(*out.shape))  # the right shape still goes through
 
 
+def test_a_network_differentiates_its_last_forward_once():
+    """Two forwards then two backwards (the natural first D step) would give the first
+    backward the second forward's inputs: the second backward, how it shows, is refused.
+    PyTorch keeps one graph per forward instead."""
+    net = nn.Sequential(nn.Dense(3, 2), nn.ReLU())
+    x = device_zeros(4, 3) + 1
+    net.forward(x)
+    net.forward(x + 1)
+    net.backward(device_zeros(4, 2))
+    with raises_one_line(RuntimeError, "Sequential: a second backward() for one forward()",
+                         "run forward and backward in pairs"):
+        net.backward(device_zeros(4, 2))
+    net.forward(x)  # a new forward: a new backward
+    net.backward(device_zeros(4, 2))
+
+
+def test_backward_names_a_gradient_that_is_none_or_not_an_array():
+    """None: what a layer after it hands back when it skips dL/dx (input_grad_(False))."""
+    layer = nn.Dense(3, 2)
+    layer.forward(device_zeros(4, 3))
+    with raises_one_line(TypeError, "Dense(3, 2", "backward got None for dL/dout",
+                         "input_grad_(False)"):
+        layer.backward(None)
+    with raises_one_line(TypeError, "Dense(3, 2", "expected an array for dL/dout, got list"):
+        layer.backward([[0.0, 0.0]] * 4)
+
+
+def test_optimizers_take_the_network_not_its_parameters():
+    net = small_net()
+    for cls in (optim.SGD, optim.Adam, optim.RMSprop):
+        with raises_one_line(TypeError, cls.__name__, "not net.parameters()", "generator"):
+            cls(net.parameters(), lr=0.1)
+
+
+def test_losses_name_arguments_that_are_not_arrays():
+    scores = device_zeros(4, 1)
+    with raises_one_line(TypeError, "bce_with_logits: expected an array of logits, got list"):
+        losses.bce_with_logits([[0.0]] * 4, 1.0)
+    with raises_one_line(TypeError, "cross_entropy: expected an array of labels, got list"):
+        losses.cross_entropy(device_zeros(2, 3), [0, 1])
+    with raises_one_line(TypeError, "wasserstein_critic: expected an array of scores"):
+        losses.wasserstein_critic([0.0, 1.0], True)
+    # a target array, by analogy with bce_with_logits: real is which batch this is
+    with raises_one_line(TypeError, "wasserstein_critic: real must be True", "ndarray"):
+        losses.wasserstein_critic(scores, xp.ones_like(scores))
+
+
 def test_backward_after_forward_in_eval_mode_still_works_for_dropout():
     """Dropout's forward in eval mode caches None (the identity): that is not 'nothing'."""
     layer = nn.Dropout(0.5).eval()
@@ -433,6 +480,38 @@ def test_load_state_dict_accepts_its_own_state_and_keeps_dtypes():
         np.testing.assert_array_equal(v, host_state(source)[k].astype(v.dtype), err_msg=k)
     assert target[0].params["weight"].dtype == np.float64  # copied into the existing dtype
     assert target[1].buffers["num_batches_tracked"].dtype == np.int64
+
+
+def test_load_state_dict_names_a_value_that_is_not_an_array():
+    state = host_state(small_net())
+    state["0.bias"] = state["0.bias"].tolist()
+    with raises_one_line(TypeError, "Sequential.load_state_dict", "'0.bias' is a list",
+                         "expected an array"):
+        small_net().load_state_dict(state)
+
+
+def test_state_dict_arrays_are_the_networks_own_as_in_torch():
+    """Taken once, a state_dict stays current (an EMA copy reads its source through it):
+    training updates params and BatchNorm's running statistics in place, and
+    load_state_dict copies into the arrays the layers hold (torch's copy_)."""
+    net, other = small_net(), small_net()
+    live = net.state_dict()
+    net.forward(backend.to_device(host_rng(0).standard_normal((8, 3)).astype(np.float32)))
+    assert int(live["1.num_batches_tracked"]) == 1
+    assert float(abs(backend.to_host(live["1.running_mean"])).sum()) > 0  # moved off zero
+    held = {k: v for k, v in live.items()}
+    net.load_state_dict(host_state(other))
+    for k, v in net.state_dict().items():
+        assert v is held[k], k  # the same arrays, now holding other's values
+        np.testing.assert_array_equal(backend.to_host(v), host_state(other)[k], err_msg=k)
+    optimizer = optim.SGD(net, lr=0.1)
+    net.zero_grad()
+    rng = host_rng(1)
+    net.forward(backend.to_device(rng.standard_normal((8, 3)).astype(np.float32)))
+    net.backward(backend.to_device(rng.standard_normal((8, 2)).astype(np.float32)))
+    before = backend.to_host(live["0.weight"]).copy()
+    optimizer.step()
+    assert not np.array_equal(backend.to_host(live["0.weight"]), before)
 
 
 def test_messages_are_one_line_even_for_long_shapes():

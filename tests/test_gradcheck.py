@@ -299,6 +299,20 @@ def test_gradcheck_catches_wrong_parameter_gradient():
     assert errors["bias"] > 1e-2
 
 
+def test_gradcheck_refuses_a_frozen_layer_and_leaves_the_grads_zero():
+    """A frozen layer computes no parameter gradient: every error would read 1.0, which
+    looks like a broken backward. After a check, the grads are zero, as before a step."""
+    net = nn.Sequential(nn.Dense(3, 2), nn.Tanh(), nn.Dense(2, 1))
+    net.layers[2].requires_grad_(False)
+    with pytest.raises(ValueError, match=r"^gradcheck: Dense frozen \(requires_grad_\(False\)\) "
+                                         r"computes no parameter gradients"):
+        gradcheck(net, randn(host_rng(1), 4, 3))
+    net.requires_grad_(True)
+    assert max(gradcheck(net, randn(host_rng(1), 4, 3)).values()) < TOL
+    for name, module, key in net.parameters():
+        assert not backend.to_host(module.grads[key]).any(), name
+
+
 def test_gradcheck_works_in_float64_whatever_the_input_dtype():
     """A float32 input is converted: in float32, h = 1e-6 would vanish in the rounding."""
     x = randn(host_rng(6), 4, 3).astype(xp.float32)
@@ -432,4 +446,5 @@ def test_sequential_passes_input_grad_up_to_its_first_layer_with_params():
     out = net.forward(backend.to_device(np.ones((2, 1, 2, 2), np.float32)))
     assert net.backward(xp.ones_like(out)) is None
     net.input_grad_(True)
+    out = net.forward(backend.to_device(np.ones((2, 1, 2, 2), np.float32)))  # one backward each
     assert net.backward(xp.ones_like(out)).shape == (2, 1, 2, 2)

@@ -58,15 +58,23 @@ def gradcheck(layer, x, h=1e-6):
     is replayed identically on every forward by restoring the generator state.
     Returns {"input": err, "weight": err, ...}: the relative error of each gradient.
     The many forward passes leave the buffers (BatchNorm's running statistics) as
-    they were before the check, in float64.
+    they were before the check, in float64, and the grads zero (in float64 too).
     """
     layer.astype(xp.float64)
-    saved = [(module, dict(module.buffers)) for _, module in layer.modules()]
+    frozen = [type(module).__name__ for _, module in layer.modules()
+              if module.params and not module.requires_grad]
+    if frozen:  # its weights would get no gradient, and every error would read 1.0
+        raise ValueError(f"gradcheck: {', '.join(frozen)} frozen (requires_grad_(False)) "
+                         "computes no parameter gradients; call requires_grad_(True) to check "
+                         "them")
+    saved = [(module, {k: v.copy() for k, v in module.buffers.items()})
+             for _, module in layer.modules()]
     try:
         return _gradcheck(layer, x, h)
-    finally:  # buffers are replaced, never updated in place, so keeping the old arrays suffices
+    finally:  # forward updated the running statistics in place: put the copies back
         for module, buffers in saved:
             module.buffers = buffers
+        layer.zero_grad()
 
 
 def _gradcheck(layer, x, h):

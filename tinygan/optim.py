@@ -20,6 +20,10 @@ def check_range(owner, name, value, low, high=None):
 class Optimizer:
     def __init__(self, module, lr, weight_decay=0.0):
         name = type(self).__name__
+        if not hasattr(module, "parameters") or not hasattr(module, "zero_grad"):
+            # torch's optimizers take net.parameters(); these take the network itself
+            raise TypeError(f"{name}: expected a tinygan layer or Sequential (the network "
+                            f"itself, not net.parameters()), got {type(module).__name__}")
         check_range(name, "lr", lr, 0)  # lr = 0 is allowed, as in torch (it freezes)
         check_range(name, "weight_decay", weight_decay, 0)
         self.module, self.lr, self.weight_decay = module, lr, weight_decay

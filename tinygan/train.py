@@ -60,6 +60,11 @@ def decay_scale(step, total, fraction):
 
 
 class Trainer:
+    """Trains one GAN built by ``models.build``: ``step(real[, labels])`` is one D update
+    and, every ``gan.n_critic``-th call, one G update, as the module docstring spells out.
+    The optimizers are the family's (``gan.make_optimizers``; ``lr`` replaces its rate);
+    ``tricks`` are the optional stabilisation tricks (``Tricks``)."""
+
     def __init__(self, gan, lr=None, tricks=None):
         backend.keep_freed_memory()  # the same arrays every step: reuse, no page faults
         self.gan, self.tricks = gan, tricks or Tricks()

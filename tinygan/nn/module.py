@@ -10,7 +10,9 @@ A layer owns three dictionaries of arrays:
 ``forward(x)`` computes the output and keeps in ``self.cache`` what ``backward``
 needs; ``backward(dout)`` takes dL/d(output) and returns dL/d(input). Inputs are
 checked (``check_input``), and so is dout (``check_grad``: it must have the output's
-shape), and a backward before any forward is named as such (``Module.cache``).
+shape), and a backward before any forward is named as such (``Module.cache``). A layer
+keeps what its *last* forward needs, so forward and backward go in pairs (PyTorch keeps
+a graph per forward instead); ``Sequential`` refuses a second backward for one forward.
 ``requires_grad_(False)`` freezes a layer: its backward still returns the input
 gradient (the generator step needs it) but skips the parameter gradients.
 ``input_grad_(False)`` is the other half: for a network whose input is data or noise,
@@ -58,7 +60,8 @@ class Module:
         """What the last forward kept for backward. Read before any forward, it is a
         one-line error rather than a TypeError from deep inside the layer's arithmetic."""
         if isinstance(self._cache, NothingCached):
-            raise RuntimeError(f"{self!r}: backward() called before forward(): there is "
+            name = type(self).__name__ if self.children() else repr(self)  # one line
+            raise RuntimeError(f"{name}: backward() called before forward(): there is "
                                "nothing to differentiate yet")
         return self._cache
 
@@ -143,7 +146,11 @@ class Module:
 
     # -- state dicts with PyTorch's dotted names --------------------------------------
     def state_dict(self):
-        """{'0.weight': array, '3.running_mean': array, ...}: params then buffers per layer."""
+        """{'0.weight': array, '3.running_mean': array, ...}: params then buffers per layer.
+
+        The arrays are the layers' own, as torch's tensors share the module's storage:
+        training updates them in place, so a state_dict taken once stays current (copy
+        the arrays for a snapshot)."""
         state = {}
         for prefix, module in self.modules():
             for k, v in module.params.items():
@@ -153,7 +160,9 @@ class Module:
         return state
 
     def load_state_dict(self, state):
-        """Copy arrays in by name; missing or unexpected names and shape mismatches raise."""
+        """Copy arrays in by name, into the arrays the layers already hold (as torch's
+        ``copy_``), cast to their dtypes; missing or unexpected names and shape mismatches
+        raise before anything changes."""
         targets = {}
         for prefix, module in self.modules():
             for store in (module.params, module.buffers):
@@ -168,14 +177,17 @@ class Module:
             )
         # Check every shape before copying anything, so a bad entry leaves no half-loaded model.
         for name, (store, k) in targets.items():
-            shape = tuple(getattr(state[name], "shape", ()))
+            if not hasattr(state[name], "shape"):
+                raise TypeError(f"{type(self).__name__}.load_state_dict: {name!r} is a "
+                                f"{type(state[name]).__name__}, expected an array")
+            shape = tuple(state[name].shape)
             if shape != tuple(store[k].shape):
                 raise ValueError(
                     f"{type(self).__name__}.load_state_dict: {name!r} has shape "
                     f"{shape}, expected {tuple(store[k].shape)}"
                 )
         for name, (store, k) in targets.items():
-            store[k] = xp.asarray(state[name]).astype(store[k].dtype, copy=True)
+            store[k][...] = xp.asarray(state[name]).astype(store[k].dtype, copy=False)
 
     def __repr__(self):
         return f"{type(self).__name__}({self.extra_repr()})"
@@ -204,6 +216,12 @@ def check_grad(layer, dout, shape):
     into a gradient of the wrong shape, and a reshaping layer would fold it into the
     input's shape: wrong answers without a word.
     """
+    if dout is None:  # what a layer after it returns when it skips dL/dx
+        raise TypeError(f"{layer!r}: backward got None for dL/dout: the layer after it "
+                        "skipped its input gradient (input_grad_(False))")
+    if not hasattr(dout, "shape"):
+        raise TypeError(f"{layer!r}: backward expected an array for dL/dout, got "
+                        f"{type(dout).__name__}")
     if tuple(dout.shape) != tuple(shape):
         raise ValueError(f"{layer!r}: backward expected dL/dout of the output's shape "
                          f"{tuple(shape)}, got {tuple(dout.shape)}")
@@ -251,9 +269,20 @@ class Sequential(Module):
     def forward(self, x):
         for layer in self.layers:
             x = layer.forward(x)
+        self.cache = "forward ran"  # what backward checks: see there
         return x
 
     def backward(self, dout):
+        # Each layer keeps what its *last* forward needs, so a network differentiates its
+        # last forward, once: after forward(a), forward(b), a backward for a would use b's
+        # inputs. PyTorch keeps a graph per forward; here the pairs must alternate, and a
+        # second backward for one forward (how that mistake shows) is refused.
+        if self.cache == "backward ran":
+            raise RuntimeError(f"{type(self).__name__}: a second backward() for one forward(): "
+                               "each layer keeps what its last forward needs, so run forward "
+                               "and backward in pairs (or add the two gradients and call "
+                               "backward once)")
+        self.cache = "backward ran"
         for layer in reversed(self.layers):
             dout = layer.backward(dout)
             if dout is None:  # it skipped dL/dx: the layers before it have no params

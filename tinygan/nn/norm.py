@@ -74,14 +74,15 @@ class _BatchNorm(Module):
         return out
 
     def _update_running(self, mean, unbiased_var):
-        self.buffers["num_batches_tracked"] = self.buffers["num_batches_tracked"] + 1
+        # in place, as torch: a state_dict() taken earlier (an EMA copy's source) sees it
+        self.buffers["num_batches_tracked"] += 1
         # momentum=None, as in torch: the plain average of every batch so far
         mom = self.momentum
         if mom is None:
             mom = 1 / self.buffers["num_batches_tracked"]  # stays on the device: no sync
         for key, stat in (("running_mean", mean), ("running_var", unbiased_var)):
             running = self.buffers[key]
-            self.buffers[key] = ((1 - mom) * running + mom * stat).astype(running.dtype)
+            running[...] = (1 - mom) * running + mom * stat
 
     def backward(self, dout):
         xhat, inv_std, axes, shape, batch_stats = self.cache
