@@ -13,6 +13,9 @@ checked (``check_input``), and so is dout (``check_grad``: it must have the outp
 shape), and a backward before any forward is named as such (``Module.cache``). A layer
 keeps what its *last* forward needs, so forward and backward go in pairs (PyTorch keeps
 a graph per forward instead); ``Sequential`` refuses a second backward for one forward.
+Inputs are not cast: a layer computes in the dtype NumPy's promotion gives its input
+and params (a float64 or integer input makes a float32 layer's output float64), where
+PyTorch refuses mixed dtypes; keep data and layers float32 for training (``astype``).
 ``requires_grad_(False)`` freezes a layer: its backward still returns the input
 gradient (the generator step needs it) but skips the parameter gradients.
 ``input_grad_(False)`` is the other half: for a network whose input is data or noise,
