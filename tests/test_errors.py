@@ -250,7 +250,7 @@ def test_backward_before_forward_is_named(make):
     import copy
 
     for layer in (make(), copy.deepcopy(make())):
-        with raises_one_line(RuntimeError, "backward() called before forward()"):
+        with raises_one_line(AttributeError, "backward() called before forward()"):
             layer.backward(device_zeros(1, 2))
 
 
@@ -305,6 +305,41 @@ def test_a_network_differentiates_its_last_forward_once():
     net.backward(device_zeros(4, 2))
 
 
+def test_what_the_second_backward_check_leaves_alone():
+    """A backward that raised may be retried; a slice of a network, or a network run
+    layer by layer, may be differentiated; a subclass may keep its own cache (a residual
+    block); hasattr and getattr(..., default) do not raise before a forward."""
+    net = nn.Sequential(nn.Dense(3, 5), nn.ReLU(), nn.Dense(5, 2))
+    x = device_zeros(4, 3) + 1
+    net.forward(x)
+    with pytest.raises(ValueError, match="output's shape"):
+        net.backward(device_zeros(4))
+    assert net.backward(device_zeros(4, 2)).shape == (4, 3)  # the retry goes through
+    net.forward(x)
+    assert net[2:].backward(device_zeros(4, 2)).shape == (4, 5)
+    h = x
+    for layer in net.layers:
+        h = layer.forward(h)
+    assert net.backward(device_zeros(4, 2)).shape == (4, 3)
+
+    class Residual(nn.Sequential):
+        def forward(self, x):
+            self.cache = x
+            return super().forward(x) + x
+
+        def backward(self, dout):
+            return super().backward(dout) + dout
+
+    block = Residual(nn.Dense(3, 3), nn.Tanh())
+    for _ in range(2):
+        block.forward(x)
+        assert block.backward(device_zeros(4, 3) + 1).shape == (4, 3)
+    fresh = nn.Dense(3, 2)
+    assert not hasattr(fresh, "cache") and getattr(fresh, "cache", None) is None
+    fresh.forward(x)
+    assert hasattr(fresh, "cache")
+
+
 def test_backward_names_a_gradient_that_is_none_or_not_an_array():
     """None: what a layer after it hands back when it skips dL/dx (input_grad_(False))."""
     layer = nn.Dense(3, 2)
@@ -331,6 +366,7 @@ def test_losses_name_arguments_that_are_not_arrays():
         losses.cross_entropy(device_zeros(2, 3), [0, 1])
     with raises_one_line(TypeError, "wasserstein_critic: expected an array of scores"):
         losses.wasserstein_critic([0.0, 1.0], True)
+    assert float(losses.wasserstein_critic(scores, np.bool_(True))[0]) == 0.0  # NumPy's bool
     # a target array, by analogy with bce_with_logits: real is which batch this is
     with raises_one_line(TypeError, "wasserstein_critic: real must be True", "ndarray"):
         losses.wasserstein_critic(scores, xp.ones_like(scores))

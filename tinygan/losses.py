@@ -76,7 +76,7 @@ def wasserstein_critic(scores, real):
     The critic's loss is the sum of the two calls. ``real`` says which batch this is:
     True or False, not a target array as bce_with_logits takes."""
     _check_array("wasserstein_critic", "scores", scores)
-    if not isinstance(real, bool):
+    if not isinstance(real, (bool, xp.bool_)):
         raise TypeError(f"wasserstein_critic: real must be True (a real batch) or False, "
                         f"got {type(real).__name__}")
     sign = -1 if real else 1

@@ -44,6 +44,7 @@ class Module:
         self.grads = {}
         self.buffers = {}
         self.cache = NothingCached()
+        self.forwards = 0  # how many caches forward has stored: see Sequential.backward
         self.training = True
         self.requires_grad = True
         self.needs_input_grad = True
@@ -61,16 +62,19 @@ class Module:
     @property
     def cache(self):
         """What the last forward kept for backward. Read before any forward, it is a
-        one-line error rather than a TypeError from deep inside the layer's arithmetic."""
+        one-line error rather than a TypeError from deep inside the layer's arithmetic
+        (an AttributeError, so that hasattr and getattr(layer, "cache", None) still work)."""
         if isinstance(self._cache, NothingCached):
             name = type(self).__name__ if self.children() else repr(self)  # one line
-            raise RuntimeError(f"{name}: backward() called before forward(): there is "
-                               "nothing to differentiate yet")
+            raise AttributeError(f"{name}: backward() called before forward(): there is "
+                                 "nothing to differentiate yet")
         return self._cache
 
     @cache.setter
     def cache(self, value):
         self._cache = value
+        if not isinstance(value, NothingCached):
+            self.forwards += 1
 
     # -- tree structure: a layer with sub-layers lists them here ----------------------
     def children(self):
@@ -265,6 +269,7 @@ class Sequential(Module):
                                      "position its own instance")
                 owner[id(module)] = i
         self.layers = list(layers)
+        self.differentiated = None  # the layers' forward counts at the last backward
 
     def children(self):
         return [(str(i), layer) for i, layer in enumerate(self.layers)]
@@ -272,24 +277,25 @@ class Sequential(Module):
     def forward(self, x):
         for layer in self.layers:
             x = layer.forward(x)
-        self.cache = "forward ran"  # what backward checks: see there
         return x
 
     def backward(self, dout):
         # Each layer keeps what its *last* forward needs, so a network differentiates its
-        # last forward, once: after forward(a), forward(b), a backward for a would use b's
-        # inputs. PyTorch keeps a graph per forward; here the pairs must alternate, and a
-        # second backward for one forward (how that mistake shows) is refused.
-        if self.cache == "backward ran":
+        # last forward: after forward(a), forward(b), a backward for a would use b's
+        # inputs. PyTorch keeps a graph per forward (and, by default, refuses a second
+        # backward through it); here forward and backward alternate, and a second
+        # backward with no forward since the last one (how that mistake shows) is refused.
+        forwards = [module.forwards for _, module in self.modules()]
+        if forwards == self.differentiated:
             raise RuntimeError(f"{type(self).__name__}: a second backward() for one forward(): "
                                "each layer keeps what its last forward needs, so run forward "
                                "and backward in pairs (or add the two gradients and call "
                                "backward once)")
-        self.cache = "backward ran"
         for layer in reversed(self.layers):
             dout = layer.backward(dout)
             if dout is None:  # it skipped dL/dx: the layers before it have no params
-                return None
+                break
+        self.differentiated = forwards  # only now: a backward that raised may be retried
         return dout
 
     def input_grad_(self, flag=True):
