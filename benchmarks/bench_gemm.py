@@ -101,6 +101,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.worker:
         return worker(json.loads(args.worker))
+    common.check_backend(args.backend)
     common.print_machine()
     threads = common.thread_counts(args)
     results = []

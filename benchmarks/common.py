@@ -279,8 +279,24 @@ def reply(payload):
     print(json.dumps(payload))
 
 
+def check_backend(name):
+    """Exit with one line unless tinygan can run on ``name`` here (no GPU, no CuPy), rather
+    than with a worker's traceback. Asked in a child process: CuPy loaded in this one
+    would count in the workers' peak memory (see machine_info)."""
+    if name == "numpy":
+        return
+    code = f"from tinygan import backend; backend.use({name!r})"
+    proc = subprocess.run([sys.executable, "-c", code], env=worker_env(1),
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["it failed"])[-1]
+        sys.exit(f"--backend {name}: {last.split(': ', 1)[-1]}")  # without "RuntimeError: "
+
+
 def programs(args):
-    """Print the machine, then the programs to compare: tinygan, and torch when wanted."""
+    """Check the backend, print the machine, then the programs to compare: tinygan, and
+    torch when wanted."""
+    check_backend(args.backend)
     print_machine()
     return ["tinygan"] + (["torch"] if torch_wanted(args) else [])
 

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 from conftest import REPO, UNDER_TEST
-from helpers import pythonpath_with
+from helpers import cupy_works, pythonpath_with
 
 pytestmark = pytest.mark.slow
 
@@ -161,3 +161,18 @@ def test_python_m_benchmarks_hands_its_options_to_every_script(tmp_path, monkeyp
     run_all.main([])  # the defaults: NumPy, every batch and round count of each script
     assert calls == [(name, ["--backend", "numpy"]) for name in
                      ("bench_gemm", "bench_layers", "bench_step", "bench_memory")]
+
+
+@pytest.mark.skipif(cupy_works(), reason="CuPy runs here: nothing to refuse")
+@pytest.mark.parametrize("script", ["bench_step.py", "bench_layers.py", "bench_gemm.py",
+                                    "bench_memory.py"])
+def test_a_backend_that_cannot_run_is_one_line_not_a_workers_traceback(tmp_path, script):
+    """--backend cupy without a GPU (or without CuPy): the reason, in one line."""
+    env = {**os.environ, "PYTHONPATH": pythonpath_with(REPO)}
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--backend",
+                           "cupy", "--threads", "1", "--rounds", "1"], capture_output=True,
+                          text=True, env=env, cwd=tmp_path, timeout=300)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("--backend cupy: tinygan backend 'cupy'"), lines[0]
+    assert "Traceback" not in proc.stdout
