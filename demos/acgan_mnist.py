@@ -1,12 +1,14 @@
 """AC-GAN (Odena et al. 2017) on MNIST: a discriminator that also classifies.
 
-    python demos/acgan_mnist.py --data-dir ../shared/data        # 300 steps, a few minutes
+    python demos/acgan_mnist.py --data-dir ../shared/data        # 300 steps, ~40 s on a core
     python demos/acgan_mnist.py --steps 3000 --out runs/acgan-mnist
 
 Only G sees the label: G([z, e(y)]). D sees the image alone and answers twice, from one
 Dense layer with 1 + 10 outputs: column 0 is the real/fake logit (BCE), columns 1..10 are
-class logits (softmax cross-entropy, the only softmax: it lives inside the loss). Both
-networks minimise the class loss, so G learns to draw digits D can recognise.
+class logits (softmax cross-entropy, the only softmax: it lives inside the loss). D's class
+head learns from real images only (the paper also fits it to fakes: --fake-class-loss in
+`tinygan train`), and G minimises the class loss of its fakes, so it learns to draw
+digits D can recognise.
 Writes OUT/digits.png (one row per digit) and prints how well D's class head classifies.
 After the default 300 steps the samples are stroke-like scribbles, while D's class head
 already reads most held-out digits: classifying is easier than drawing.
@@ -17,12 +19,12 @@ import os
 
 import numpy as np
 
-from tinygan import backend, data, models, plots
-from tinygan.cli import non_negative_int, one_line_errors, positive_int
+from tinygan import backend, data, files, models, plots
+from tinygan.cli import Parser, non_negative_int, one_line_errors, positive_int
 from tinygan.train import Trainer
 
-parser = argparse.ArgumentParser(description="AC-GAN on MNIST",
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+parser = Parser(description="AC-GAN on MNIST",
+                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 parser.add_argument("--steps", type=positive_int, default=300, help="training steps")
 parser.add_argument("--batch-size", type=positive_int, default=64, help="images per batch")
 parser.add_argument("--data-dir", help="folder with the IDX .gz files; if none, tinygan's cache "
@@ -31,6 +33,7 @@ parser.add_argument("--seed", type=non_negative_int, default=0, help="fixes ever
 parser.add_argument("--out", default="runs/demo-acgan-mnist", help="folder for the picture")
 args = parser.parse_args()
 one_line_errors(parser.prog)  # a bad path or Ctrl-C: one line, as `tinygan` says it
+files.check_writable(args.out, "--out folder")  # now, not after the training
 
 backend.seed(args.seed)
 images, labels = data.load_dataset("mnist", args.data_dir, split="train")
@@ -44,7 +47,7 @@ trainer = Trainer(gan)
 step = 0
 while step < args.steps:
     for real, y in data.batches(train_images, train_labels, args.batch_size):
-        # the labels go to D's class loss on the real batch; fakes get the labels G drew for
+        # y goes to D's class loss on the real batch; G's class loss uses the labels it drew
         losses = trainer.step(real, y)
         step += 1
         if step % 10 == 0:
@@ -63,7 +66,6 @@ y = backend.to_device(np.repeat(np.arange(10), 10))  # row r: ten samples of dig
 z = backend.rng().standard_normal((100, gan.z_dim), dtype=np.float32)
 gan.generator.eval()
 samples = backend.to_host(gan.generate(z, y))
-os.makedirs(args.out, exist_ok=True)
 path = os.path.join(args.out, "digits.png")
 plots.save_image_grid(path, samples, rows=10, title=f"AC-GAN, step {step}",
                       row_labels=list(range(10)))

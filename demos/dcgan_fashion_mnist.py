@@ -1,11 +1,12 @@
 """DCGAN (Radford et al. 2016) on Fashion-MNIST: convolutions, BatchNorm and eval-mode sampling.
 
-    python demos/dcgan_fashion_mnist.py --data-dir ../shared/data     # 300 steps, a few minutes
+    python demos/dcgan_fashion_mnist.py --data-dir ../shared/data     # 300 steps, ~30 s on a core
     python demos/dcgan_fashion_mnist.py --steps 2000 --out runs/dcgan-fashion
 
---data-dir is the folder holding the IDX .gz files (or a fashion-mnist/ folder inside);
-without it tinygan looks in its cache and downloads. Every --every steps the generator
-draws the same 64 noise vectors into OUT/samples.png, so successive pictures compare.
+--data-dir is the folder holding the IDX .gz files (or a fashion-mnist/ or
+fashion-mnist-partial/ folder inside); without it tinygan looks in its cache and downloads.
+Every --every steps the generator draws the same 64 noise vectors into OUT/samples.png
+(overwritten each time: open it again to watch the same garments take shape).
 The default 300 steps give rough, noisy garment silhouettes; train longer for detail.
 """
 
@@ -14,12 +15,12 @@ import os
 
 import numpy as np
 
-from tinygan import backend, data, models, plots
-from tinygan.cli import non_negative_int, one_line_errors, positive_int
+from tinygan import backend, data, files, models, plots
+from tinygan.cli import Parser, non_negative_int, one_line_errors, positive_int
 from tinygan.train import Trainer
 
-parser = argparse.ArgumentParser(description="DCGAN on Fashion-MNIST",
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+parser = Parser(description="DCGAN on Fashion-MNIST",
+                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 parser.add_argument("--steps", type=positive_int, default=300, help="training steps")
 parser.add_argument("--batch-size", type=positive_int, default=64, help="images per batch")
 parser.add_argument("--every", type=positive_int, default=100, help="save samples every N steps")
@@ -29,6 +30,7 @@ parser.add_argument("--seed", type=non_negative_int, default=0, help="fixes ever
 parser.add_argument("--out", default="runs/demo-dcgan-fashion-mnist", help="folder for the picture")
 args = parser.parse_args()
 one_line_errors(parser.prog)  # a bad path or Ctrl-C: one line, as `tinygan` says it
+files.check_writable(args.out, "--out folder")  # now, not after the training
 
 backend.seed(args.seed)
 # float32 images (N, 1, 28, 28) scaled to [-1, 1]: the range of G's final tanh.
@@ -36,7 +38,7 @@ images, _ = data.load_dataset("fashion-mnist", args.data_dir, split="train")
 print(f"{len(images)} images of shape {images.shape[1:]}")
 
 # G: z (100) -> Dense -> 128x7x7 -> ConvT -> 64x14x14 -> ConvT -> 1x28x28 -> tanh.
-# D mirrors it with strided convolutions. Weights ~ N(0, 0.02), Adam lr 2e-4, beta1 0.5:
+# D mirrors it with strided convolutions. Weights ~ N(0, 0.02^2), Adam lr 2e-4, beta1 0.5:
 # the paper's recipe, without which this architecture often fails to train.
 gan = models.build("dcgan", data_shape=images.shape[1:])
 trainer = Trainer(gan)
@@ -44,7 +46,6 @@ trainer = Trainer(gan)
 # Fixed noise, drawn once: the same 64 z at every snapshot show how G changes.
 fixed_z = backend.to_device(np.random.default_rng(args.seed).standard_normal(
     (64, gan.z_dim)).astype(np.float32))
-os.makedirs(args.out, exist_ok=True)
 
 
 def save_samples(step):

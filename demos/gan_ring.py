@@ -14,18 +14,19 @@ import os
 
 import numpy as np
 
-from tinygan import backend, data, metrics, models, plots
-from tinygan.cli import non_negative_int, one_line_errors, positive_int
+from tinygan import backend, data, files, metrics, models, plots
+from tinygan.cli import Parser, non_negative_int, one_line_errors, positive_int
 from tinygan.train import Trainer, decay_scale
 
-parser = argparse.ArgumentParser(description="vanilla GAN on the 8-Gaussian ring",
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+parser = Parser(description="vanilla GAN on the 8-Gaussian ring",
+                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 parser.add_argument("--steps", type=positive_int, default=2000, help="training steps")
 parser.add_argument("--batch-size", type=positive_int, default=256, help="points per batch")
 parser.add_argument("--seed", type=non_negative_int, default=0, help="fixes every random draw")
 parser.add_argument("--out", default="runs/demo-gan-ring", help="folder for the picture")
 args = parser.parse_args()
 one_line_errors(parser.prog)  # a bad path or Ctrl-C: one line, as `tinygan` says it
+files.check_writable(args.out, "--out folder")  # now, not after the training
 
 # One seed fixes everything random: the initial weights, the noise z, the shuffling.
 backend.seed(args.seed)
@@ -44,7 +45,7 @@ step = 0
 while step < args.steps:
     # data.batches gives one epoch in a fresh random order; loop over epochs until done
     for real, _ in data.batches(points, None, args.batch_size):
-        # the learning rate falls linearly to 0 over the second half, so the samples
+        # the learning rate falls linearly towards 0 over the second half, so the samples
         # settle onto the modes instead of jittering around them
         trainer.scale_lr(decay_scale(step, args.steps, 0.5))
         # one D update on a real and a fake batch, then one G update through a frozen D
@@ -68,7 +69,6 @@ coverage = metrics.mode_coverage(fake, ring.centres, ring.sigma)
 print(f"modes found: {coverage['modes']} of {coverage['modes_total']}; "
       f"{coverage['hq_percent']:.0f}% of samples within 3 sigma of a centre")
 
-os.makedirs(args.out, exist_ok=True)
 path = os.path.join(args.out, "ring.png")
 plots.save_scatter(path, fake, points[:2500], f"GAN on the ring, step {step}")
 print(f"wrote {path}")

@@ -18,12 +18,12 @@ import os
 
 import numpy as np
 
-from tinygan import backend, data, models, plots
-from tinygan.cli import non_negative_int, one_line_errors, positive_int
+from tinygan import backend, data, files, models, plots
+from tinygan.cli import Parser, non_negative_int, one_line_errors, positive_int
 from tinygan.train import Trainer
 
-parser = argparse.ArgumentParser(description="WGAN on the 25-Gaussian grid",
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+parser = Parser(description="WGAN on the 25-Gaussian grid",
+                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 parser.add_argument("--steps", type=positive_int, default=5000,
                     help="critic steps (G: one in five)")
 parser.add_argument("--batch-size", type=positive_int, default=256, help="points per batch")
@@ -31,6 +31,7 @@ parser.add_argument("--seed", type=non_negative_int, default=0, help="fixes ever
 parser.add_argument("--out", default="runs/demo-wgan-grid", help="folder for the picture")
 args = parser.parse_args()
 one_line_errors(parser.prog)  # a bad path or Ctrl-C: one line, as `tinygan` says it
+files.check_writable(args.out, "--out folder")  # now, not after the training
 
 backend.seed(args.seed)
 points, _ = data.grid(10_000, np.random.default_rng(args.seed))  # 5 x 5 modes, std 0.05
@@ -55,7 +56,6 @@ while step < args.steps:
 gan.generator.eval()
 z = backend.rng().standard_normal((2000, gan.z_dim), dtype=np.float32)
 fake = backend.to_host(gan.generate(z))
-os.makedirs(args.out, exist_ok=True)
 path = os.path.join(args.out, "grid.png")
 plots.save_scatter(path, fake, points[:2500], f"WGAN on the grid, step {step}")
 print(f"wrote {path}")

@@ -472,6 +472,11 @@ def test_unreachable_mirror_gives_one_line_offline_error(cache):
     assert "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz" in message
     assert f"put them in {cache / 'fashion-mnist'} or pass" in message  # not ...-partial
     assert not (cache / "fashion-mnist").exists()  # no partial file, nor the folder made for it
+    assert not cache.exists()  # nor the cache folder, made for it too
+    cache.mkdir()  # a cache folder that was there before is left alone
+    with pytest.raises(data.DataError):
+        data.load_dataset("fashion-mnist", split="train", mirrors=[closed_port_url()])
+    assert cache.is_dir() and not any(cache.iterdir())
 
 
 # -------------------------------------------------------------------------- toy mixtures

@@ -46,21 +46,32 @@ def run_demo(monkeypatch, capsys, name, *args):
     return capsys.readouterr().out
 
 
-@pytest.mark.parametrize("name, args, message", [
-    ("cgan_mnist.py", ["--data-dir", "{tmp}/nowhere"], "cgan_mnist.py: error: data_dir "
-                                                      "{tmp}/nowhere: no such folder"),
-    ("gan_ring.py", ["--steps", "1", "--out", "{tmp}/file/run"], "gan_ring.py: error: "),
+@pytest.mark.parametrize("name, args, code, message", [
+    ("cgan_mnist.py", ["--data-dir", "{tmp}/nowhere"], 1, "cgan_mnist.py: error: data_dir "
+                                                         "{tmp}/nowhere: no such folder"),
+    # the output folder is checked before training, not after it
+    ("gan_ring.py", ["--steps", "1", "--out", "{tmp}/file/run"], 1,
+     "gan_ring.py: error: --out folder {tmp}/file/run: not writable"),
+    ("wgan_grid.py", ["--steps", "1", "--out", "{tmp}/file"], 1,
+     "wgan_grid.py: error: --out folder {tmp}/file is a file, not a folder"),
+    # usage errors, as `tinygan` gives them: one line, the usage one --help away
+    ("acgan_mnist.py", ["--steps", "0"], 2,
+     "acgan_mnist.py: error: argument --steps: must be a positive integer, got 0 "
+     "(see acgan_mnist.py --help)"),
+    ("dcgan_fashion_mnist.py", ["--no-such-flag"], 2,
+     "dcgan_fashion_mnist.py: error: unrecognized arguments: --no-such-flag"),
 ])
-def test_a_demo_fails_in_one_line(tmp_path, name, args, message):
+def test_a_demo_fails_in_one_line(tmp_path, name, args, code, message):
     """Run as a user runs them, in a process of their own: no traceback for a bad path."""
     (tmp_path / "file").write_text("a file where a folder should be\n")
     env = {**os.environ, "PYTHONPATH": pythonpath_with(DEMOS.parent), "OPENBLAS_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, str(DEMOS / name),
                              *(a.format(tmp=tmp_path) for a in args)],
                             capture_output=True, text=True, env=env, timeout=120)
-    assert result.returncode == 1
+    assert result.returncode == code
     assert result.stderr.splitlines() == [result.stderr.strip()], result.stderr
     assert result.stderr.startswith(message.format(tmp=tmp_path)), result.stderr
+    assert "step" not in result.stdout  # failed before training
 
 
 def test_every_demo_is_tested():

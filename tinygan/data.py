@@ -277,6 +277,7 @@ def _download_split(name, split, mirrors, data_dir=None):
     """Download a split's two files into the cache; one-line DataError when offline, naming
     the folders that were searched first (data_dir's among them)."""
     target = cache_dir() / SUBFOLDERS[name][0]
+    created = [d for d in (target.parent, target) if not d.exists()]  # made for the download
     bases = _mirrors(name, mirrors)
     reason = None
     for filename in FILES[split]:
@@ -288,8 +289,9 @@ def _download_split(name, split, mirrors, data_dir=None):
                 break  # the next file would wait on the same dead mirrors: give up now
     missing = [f for f in FILES[split] if not _file_in(target, f)]
     if missing:
-        if target.is_dir() and not any(target.iterdir()):  # leave no empty folder behind
-            target.rmdir()
+        for folder in reversed(created):  # leave no empty folder behind
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
         where = ", ".join(str(d) for d in _search_dirs(name, data_dir))
         raise DataError(
             f"{name}: {', '.join(missing)} not found in {where} and could not be downloaded "
