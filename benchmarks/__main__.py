@@ -1,7 +1,8 @@
 """Run every benchmark with its defaults: ``python -m benchmarks [--quick] [--backend cupy]``.
 
 GEMM rate, per-layer timings, full training steps, peak memory, in that order; each
-prints its table. ``--quick`` uses 2 runs per program instead of 5 and batch 64 only.
+prints its table. ``--quick`` uses 2 runs per program instead of 5 and batch 64 only
+(peak memory: one run, at its batch of 256).
 ``--out DIR`` also writes each benchmark's JSON there, and the step-time plot.
 """
 

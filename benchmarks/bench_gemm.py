@@ -44,9 +44,12 @@ MIRRORS = {  # a ConvTranspose2d and the Conv2d it is the adjoint of
 
 
 def layer_gemms(name, batch):
-    """The three products of the layer's forward + backward: (label, m, k, n, a_t, b_t).
+    """The three products of the layer's forward + backward:
+    (label, m, k, n, a_t, b_t, into_scratch).
 
-    (m, k) @ (k, n); a_t / b_t: that operand is a transposed view of a contiguous array.
+    (m, k) @ (k, n); a_t / b_t: that operand is a transposed view of a contiguous array;
+    into_scratch: the layer writes that product into a reused buffer (``matmul(out=)``,
+    the columns that col2im consumes), the others into a new array, as the layer does.
     Conv2d, P = Ho*Wo*N, K = C*kh*kw: out = W2 @ cols, dW = G2 @ cols^T, dcols = W2^T @ G2.
     ConvTranspose2d, P = H*W*N, K = C_out*kh*kw: cols = W2^T @ x2, dW = x2 @ dcols^T,
     dx = W2 @ dcols.
@@ -56,11 +59,11 @@ def layer_gemms(name, batch):
     if cls == "Conv2d":
         out = size // 2
         p, k, f = out * out * n, cin * 16, cout
-        return [("fwd", f, k, p, False, False), ("dW", f, p, k, False, True),
-                ("dX", k, f, p, True, False)]
+        return [("fwd", f, k, p, False, False, False), ("dW", f, p, k, False, True, False),
+                ("dX", k, f, p, True, False, True)]
     p, k = size * size * n, cout * 16
-    return [("fwd", k, cin, p, True, False), ("dW", cin, p, k, False, True),
-            ("dX", cin, k, p, False, False)]
+    return [("fwd", k, cin, p, True, False, True), ("dW", cin, p, k, False, True, False),
+            ("dX", cin, k, p, False, False, False)]
 
 
 def time_gemms(gemms, xp, sync, target_seconds=0.3):
@@ -69,13 +72,18 @@ def time_gemms(gemms, xp, sync, target_seconds=0.3):
 
     out = []
     rng = xp.random.default_rng(0)
-    for label, m, k, n, a_t, b_t in gemms:
+    for label, m, k, n, a_t, b_t, into_scratch in gemms:
         a = rng.random((k, m) if a_t else (m, k), dtype=xp.float32)
         b = rng.random((n, k) if b_t else (k, n), dtype=xp.float32)
         a, b = (a.T if a_t else a), (b.T if b_t else b)
-        first = common.time_calls(lambda a=a, b=b: a @ b, 1, 1, sync)[0]
+        buffer = xp.empty((m, n), dtype=xp.float32) if into_scratch else None
+
+        def product(a=a, b=b, buffer=buffer):  # a fresh result, or the reused buffer
+            return a @ b if buffer is None else xp.matmul(a, b, out=buffer)
+
+        first = common.time_calls(product, 1, 1, sync)[0]
         repeats = int(min(200, max(5, target_seconds / max(first, 1e-6))))
-        times = common.time_calls(lambda a=a, b=b: a @ b, repeats, 1, sync)
+        times = common.time_calls(product, repeats, 1, sync)
         seconds = statistics.median(times)
         out.append((label, m, k, n, seconds, 2 * m * k * n / seconds / 1e9))
     return out
@@ -87,7 +95,7 @@ def worker(spec):
 
     sync = common.synchronizer(spec)
     rows = []
-    reference = time_gemms([("1024^3", 1024, 1024, 1024, False, False)], xp, sync)
+    reference = time_gemms([("1024^3", 1024, 1024, 1024, False, False, False)], xp, sync)
     rows += [("reference",) + r for r in reference]
     for name in LAYERS:
         for r in time_gemms(layer_gemms(name, spec["batch"]), xp, sync):

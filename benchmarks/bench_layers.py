@@ -116,11 +116,13 @@ def main(argv=None):
     programs = common.programs(args)
     with_torch = "torch" in programs
     threads = common.thread_counts(args)
+    # a ConvTranspose2d after the Conv2d it mirrors, whatever the order asked for
+    layers = sorted(args.layers, key=lambda name: name in MIRRORS)
     results = []
     for t in threads:
         for batch in args.batch:
             rows, by_layer = [], {}
-            for name in args.layers:
+            for name in layers:
                 if LAYERS[name][4] and batch != args.batch[0]:
                     continue  # fixed-batch peer shapes: measure once per thread count
                 specs = [dict(impl=p, layer=name, batch=batch, backend=args.backend)
@@ -150,6 +152,7 @@ def main(argv=None):
                     row.append("")
                 if with_torch:
                     theirs = [r["forward_backward"] for r in replies[1]]
+                    entry["torch_forward"] = common.stats([r["forward"] for r in replies[1]])
                     entry["torch_forward_backward"] = common.stats(theirs)
                     entry["ratio"] = common.ratio_stats(fb, theirs)
                     row += [common.fmt_ms(statistics.median(theirs)),

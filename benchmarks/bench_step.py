@@ -17,7 +17,6 @@ the per-round ratios).
 
 import argparse
 import json
-import os
 import resource
 import sys
 from pathlib import Path
@@ -71,7 +70,7 @@ def main(argv=None):
     common.add_common_arguments(parser)
     parser.add_argument("--models", nargs="+", default=["dcgan", "gan"], choices=["dcgan", "gan"])
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--numpy-threads", type=int, default=os.cpu_count(),
+    parser.add_argument("--numpy-threads", type=int, default=common.usable_cores(),
                         help="with --backend cupy: BLAS threads of the NumPy run on the same "
                              "host that the GPU's speed-up is measured against (default: "
                              "every core)")

@@ -24,9 +24,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-# OpenBLAS's kernel family (NumPy); the instruction sets of PyTorch's ATen, oneDNN and MKL
-KERNEL_VARS = ("OPENBLAS_CORETYPE", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA",
-               "MKL_ENABLE_INSTRUCTIONS")
+# the instruction sets of PyTorch's ATen, oneDNN and MKL
+TORCH_ISA_VARS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+# settings in the environment that change what is measured, recorded with the results:
+# OpenBLAS's kernel family and cache size (NumPy), PyTorch's instruction sets, glibc's
+# allocator (which Trainer sets for tinygan itself, see backend.keep_freed_memory)
+SETTING_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", *TORCH_ISA_VARS,
+                "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 
 
 # -- the parent side -------------------------------------------------------------------
@@ -55,6 +59,13 @@ def ask_torch(expression):
     code = f"import torch; print({expression})"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def usable_cores():
+    """The cores this process may run on (a container may allow fewer than the machine has)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def torch_has_cuda():
@@ -160,7 +171,7 @@ def machine_info():
     core = openblas_core()
     if core:
         info["openblas_kernels"] = core
-    for var in KERNEL_VARS:  # settings that pin a library's kernels to an instruction set
+    for var in SETTING_VARS:
         if os.environ.get(var):
             info[var] = os.environ[var]
     gpu = gpu_name()
@@ -218,7 +229,7 @@ def print_machine():
     if info.get("OPENBLAS_CORETYPE"):
         print(f"note: OPENBLAS_CORETYPE={info['OPENBLAS_CORETYPE']} is set in the environment; it "
               f"overrides OpenBLAS's own choice of kernels for this CPU")
-    capped = [f"{var}={info[var]}" for var in KERNEL_VARS[1:] if info.get(var)]
+    capped = [f"{var}={info[var]}" for var in TORCH_ISA_VARS if info.get(var)]
     if capped:
         print(f"note: the environment limits PyTorch's kernels to an instruction set: "
               f"{', '.join(capped)}")

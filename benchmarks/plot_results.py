@@ -5,7 +5,8 @@
 
 One panel per model; one line per (program, threads) and, when several files are
 given (say, NumPy with two OpenBLAS kernel choices), per file for tinygan (PyTorch is
-drawn from the first file that has it). Markers at the median over runs, bars from the
+drawn from the first file that has it with its instruction set, so a PyTorch held to AVX2
+gets a line of its own). Markers at the median over runs, bars from the
 fastest to the slowest run.
 """
 
@@ -21,20 +22,29 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 def series_of(payloads, threads_filter):
     """[(label, style, model, threads, [(batch, stats)])] across the files."""
-    out, torch_done = [], set()
+    out, torch_from, settings_seen = [], {}, set()  # torch_from: line -> the file drawing it
     for i, payload in enumerate(payloads):
-        kernels = payload.get("machine", {}).get("openblas_kernels")
+        machine = payload.get("machine", {})
+        kernels = machine.get("openblas_kernels")
+        torch_isa = machine.get("torch_cpu_kernels") or machine.get("ATEN_CPU_CAPABILITY")
+        # a file with the same settings as an earlier one: tell its lines apart by its date
+        settings = (kernels, tuple(sorted({r.get("backend") for r in payload["results"]})))
+        when = f", {payload.get('when', f'file {i + 1}')}" if settings in settings_seen else ""
+        settings_seen.add(settings)
         for r in payload["results"]:
             if threads_filter and r["threads"] not in threads_filter:
                 continue
             for program, st in r["stats"].items():
                 gpu = r.get("backend") == "cupy"
                 if program == "torch":
-                    key = ("torch", r["model"], r["threads"], gpu)
-                    if key in torch_done and i > 0:
+                    key = ("torch", r["model"], r["threads"], gpu, torch_isa)
+                    if torch_from.setdefault(key, i) != i:  # an earlier file, same settings
                         continue
-                    label = "PyTorch (cuda)" if gpu else "PyTorch"
-                    colour = "tab:red" if gpu else "tab:orange"
+                    label = "PyTorch (cuda)" if gpu else f"PyTorch ({torch_isa})" if torch_isa \
+                        else "PyTorch"
+                    isas = sorted({k[4] for k in torch_from}, key=str)  # one colour per setting
+                    colour = "tab:red" if gpu else ["tab:orange", "tab:brown", "tab:pink"][
+                        isas.index(torch_isa) % 3]
                     style = dict(marker="s", linestyle="--", color=colour)
                 elif program == "numpy":  # a GPU run's NumPy reference, on the same host
                     key = (f"numpy{i}", r["model"], r.get("numpy_threads", r["threads"]))
@@ -43,10 +53,8 @@ def series_of(payloads, threads_filter):
                 else:
                     key = (f"tinygan{i}", r["model"], r["threads"])
                     blas = f", OpenBLAS {kernels}" if kernels and not gpu else ""
-                    label = f"tinygan ({r['backend']}{blas})"
+                    label = f"tinygan ({r['backend']}{blas}{when})"
                     style = dict(marker="o", color=["tab:blue", "tab:green", "tab:purple"][i % 3])
-                if i == 0 and program == "torch":
-                    torch_done.add(key)
                 threads = key[2]  # the numpy reference's own count
                 out.append((key, label, style, r["model"], threads, r["batch"], st))
     grouped = {}
