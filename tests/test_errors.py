@@ -521,8 +521,8 @@ def test_load_state_dict_accepts_its_own_state_and_keeps_dtypes():
 def test_load_state_dict_names_a_value_that_is_not_an_array():
     state = host_state(small_net())
     state["0.bias"] = state["0.bias"].tolist()
-    with raises_one_line(TypeError, "Sequential.load_state_dict", "'0.bias' is a list",
-                         "expected an array"):
+    with raises_one_line(TypeError, "Sequential.load_state_dict: '0.bias': expected an array, "
+                         "got list"):
         small_net().load_state_dict(state)
 
 

@@ -3,11 +3,7 @@ scores it was given, ready to feed into the network's backward pass."""
 
 from tinygan import backend
 from tinygan.backend import xp
-
-
-def _check_array(name, what, value):
-    if not hasattr(value, "dtype"):  # a list, a float: say so, not AttributeError
-        raise TypeError(f"{name}: expected an array of {what}, got {type(value).__name__}")
+from tinygan.nn.module import check_array
 
 
 def _check_same_shape(name, logits, target):
@@ -25,7 +21,7 @@ def bce_with_logits(logits, target):
     which never exponentiates a positive number, so it is stable for any x.
     Gradient: dl/dx = s(x) - t; with the mean over n elements, dL/dx = (s(x) - t) / n.
     """
-    _check_array("bce_with_logits", "logits", logits)
+    check_array("bce_with_logits", logits, "an array of logits")
     if not xp.issubdtype(logits.dtype, xp.floating):  # the target would be cast to int
         raise ValueError(f"bce_with_logits: expected floating-point logits, got {logits.dtype}")
     target = xp.asarray(target, dtype=logits.dtype)
@@ -47,8 +43,8 @@ def cross_entropy(logits, labels):
     Gradient: dl_n/dx_nk = softmax(x_n)_k - [k == y_n]; with the mean over N rows,
     dL/dx = (softmax(x) - onehot(y)) / N. This is the only softmax: models output logits.
     """
-    _check_array("cross_entropy", "logits", logits)
-    _check_array("cross_entropy", "labels", labels)
+    check_array("cross_entropy", logits, "an array of logits")
+    check_array("cross_entropy", labels, "an array of labels")
     if logits.ndim != 2 or labels.shape != (logits.shape[0],):
         raise ValueError(f"cross_entropy: expected logits (N, K) and labels (N,), got "
                          f"{tuple(logits.shape)} and {tuple(labels.shape)}")
@@ -75,7 +71,7 @@ def wasserstein_critic(scores, real):
     on a real batch L = -mean(D), dL/dD = -1/n; on a fake batch L = +mean(D), dL/dD = +1/n.
     The critic's loss is the sum of the two calls. ``real`` says which batch this is:
     True or False, not a target array as bce_with_logits takes."""
-    _check_array("wasserstein_critic", "scores", scores)
+    check_array("wasserstein_critic", scores, "an array of scores")
     if not isinstance(real, (bool, xp.bool_)):
         raise TypeError(f"wasserstein_critic: real must be True (a real batch) or False, "
                         f"got {type(real).__name__}")

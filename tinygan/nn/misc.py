@@ -5,7 +5,7 @@ import math
 from tinygan import backend
 from tinygan.backend import xp
 from tinygan.nn import init
-from tinygan.nn.module import Module, check_grad, check_sizes
+from tinygan.nn.module import Module, check_array, check_grad, check_sizes
 
 
 class Dropout(Module):
@@ -121,9 +121,7 @@ class Embedding(Module):
         return f"{self.num_embeddings}, {self.embedding_dim}"
 
     def forward(self, idx):
-        if not hasattr(idx, "dtype"):
-            raise TypeError(f"{self!r}: expected an integer array of indices, got "
-                            f"{type(idx).__name__}")
+        check_array(repr(self), idx, "an integer array of indices")
         if idx.ndim != 1 or not xp.issubdtype(idx.dtype, xp.integer):
             raise ValueError(f"{self!r}: expected a 1-D integer array of indices, got "
                              f"{idx.dtype} array of shape {tuple(idx.shape)}")

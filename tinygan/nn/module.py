@@ -184,9 +184,7 @@ class Module:
             )
         # Check every shape before copying anything, so a bad entry leaves no half-loaded model.
         for name, (store, k) in targets.items():
-            if not hasattr(state[name], "shape"):
-                raise TypeError(f"{type(self).__name__}.load_state_dict: {name!r} is a "
-                                f"{type(state[name]).__name__}, expected an array")
+            check_array(f"{type(self).__name__}.load_state_dict: {name!r}", state[name])
             shape = tuple(state[name].shape)
             if shape != tuple(store[k].shape):
                 raise ValueError(
@@ -203,13 +201,19 @@ class Module:
         return ""
 
 
+def check_array(owner, value, what="an array"):
+    """Raise a one-line TypeError unless ``value`` is an array: a list or a float given
+    where an array belongs is named, instead of an AttributeError from deep inside."""
+    if not hasattr(value, "shape"):
+        raise TypeError(f"{owner}: expected {what}, got {type(value).__name__}")
+
+
 def check_input(layer, x, layout, channels=None):
     """Raise a one-line ValueError unless x has one axis per letter of ``layout``.
 
     ``layout`` reads like PyTorch's docs ("NC", "NCL", "NCHW"); ``channels`` pins axis 1.
     """
-    if not hasattr(x, "shape"):
-        raise TypeError(f"{layer!r}: expected an array, got {type(x).__name__}")
+    check_array(repr(layer), x)
     shape = tuple(x.shape)
     if len(shape) != len(layout) or (channels is not None and shape[1] != channels):
         dims = [str(channels) if d == "C" and channels is not None else d for d in layout]
@@ -226,9 +230,7 @@ def check_grad(layer, dout, shape):
     if dout is None:  # what a layer after it returns when it skips dL/dx
         raise TypeError(f"{layer!r}: backward got None for dL/dout: the layer after it "
                         "skipped its input gradient (input_grad_(False))")
-    if not hasattr(dout, "shape"):
-        raise TypeError(f"{layer!r}: backward expected an array for dL/dout, got "
-                        f"{type(dout).__name__}")
+    check_array(f"{layer!r}: backward", dout, "an array for dL/dout")
     if tuple(dout.shape) != tuple(shape):
         raise ValueError(f"{layer!r}: backward expected dL/dout of the output's shape "
                          f"{tuple(shape)}, got {tuple(dout.shape)}")
