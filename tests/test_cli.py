@@ -131,13 +131,19 @@ def test_sample_draws_from_the_saved_generator(tmp_path, capsys, monkeypatch, ki
     monkeypatch.setattr(cli.plots, "save_scatter", plot)
     monkeypatch.setattr(cli.plots, "save_image_grid", plot)
 
+    def in_eval_mode(z, y):
+        """G on (z, y) with BatchNorm on its running statistics (and no dropout)."""
+        gan.generator.eval()
+        out = backend.to_host(gan.generate(backend.to_device(z), backend.to_device(y)))
+        gan.generator.train()
+        return out
+
     def sample(*extra):
         assert run(capsys, "sample", "--checkpoint", saved, "--out", tmp_path / "s.png",
                    "--n", 12, *extra)[0] == 0
         (z, y), (samples, args) = drawn[-1], plotted[-1]
         assert z.shape == (12, gan.z_dim)
-        np.testing.assert_array_equal(samples, generate(gan, backend.to_device(z),
-                                                        backend.to_device(y)))
+        np.testing.assert_array_equal(samples, in_eval_mode(z, y))
         if kind == "images":
             assert args[0] == 3  # rows: the square root of n, rounded down
         return y, samples
@@ -147,6 +153,16 @@ def test_sample_draws_from_the_saved_generator(tmp_path, capsys, monkeypatch, ki
     assert np.array_equal(sample("--label", 3, "--seed", 5)[1], first)
     assert not np.allclose(sample("--label", 3, "--seed", 6)[1], first)
     assert sample()[0].tolist() == [i % classes for i in range(12)]
+    # sampling neither trains BatchNorm's statistics nor leaves G in eval mode
+    statistics = {k: v.copy() for k, v in gan.generator.state_dict().items()
+                  if "running" in k}
+    assert statistics or kind == "images"  # the CGAN's generator has BatchNorm on points
+    z, y = drawn[-1]
+    generate(gan, backend.to_device(z), backend.to_device(y))
+    assert gan.generator.training
+    for k, v in gan.generator.state_dict().items():
+        if k in statistics:
+            np.testing.assert_array_equal(v, statistics[k], err_msg=k)
 
 
 @pytest.mark.parametrize("model", ["gan", "dcgan", "cgan", "acgan", "wgan"])

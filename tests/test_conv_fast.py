@@ -77,6 +77,7 @@ def check_conv2d(layer, x, rng, tol):
     dout = rng.standard_normal(expected.shape).astype(x.dtype)
     out, dx, grads = run_fast(layer, x, dout)
     dx_ref, dw_ref, db_ref = conv2d_naive_backward(x, p["weight"], dout, **kwargs)
+    assert out.dtype == dx.dtype == x.dtype, "Conv2d computed in another dtype"
     assert_close(out, expected, tol, "Conv2d forward")
     assert_close(dx, dx_ref, tol, "Conv2d dx")
     assert_close(grads["weight"], dw_ref, tol, "Conv2d dweight")
@@ -92,6 +93,7 @@ def check_conv_transpose2d(layer, x, rng, tol):
     dout = rng.standard_normal(expected.shape).astype(x.dtype)
     out, dx, grads = run_fast(layer, x, dout)
     dx_ref, dw_ref, db_ref = conv_transpose2d_naive_backward(x, p["weight"], dout, **kwargs)
+    assert out.dtype == dx.dtype == x.dtype, "ConvTranspose2d computed in another dtype"
     assert_close(out, expected, tol, "ConvTranspose2d forward")
     assert_close(dx, dx_ref, tol, "ConvTranspose2d dx")
     assert_close(grads["weight"], dw_ref, tol, "ConvTranspose2d dweight")
@@ -275,12 +277,14 @@ def test_returned_arrays_survive_later_calls(which):
 
 @pytest.mark.parametrize("which", [0, 1])
 def test_workspaces_follow_batch_size_and_dtype(which):
-    """A new batch size or dtype reallocates the scratch arrays; results stay right."""
+    """A new batch size or dtype (or both) reallocates the scratch arrays; results stay
+    right and in the input's dtype."""
     rng = host_rng(4)
     layer = layer_pair()[which]
     check = check_conv2d if which == 0 else check_conv_transpose2d
     for n, dtype, tol in [(2, np.float64, EXACT), (3, np.float64, EXACT), (1, np.float64, EXACT),
-                          (2, np.float32, 1e-5), (3, np.float64, EXACT)]:
+                          (1, np.float32, 1e-5), (2, np.float32, 1e-5), (2, np.float64, EXACT),
+                          (3, np.float32, 1e-5)]:
         layer.astype(dtype)
         check(layer, rng.standard_normal((n, 3, 5, 6)).astype(dtype), rng, tol)
 

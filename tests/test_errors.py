@@ -80,16 +80,28 @@ def test_batchnorm_needs_more_than_one_value_per_channel_in_training(training):
 
 # -- a spatial size the kernel does not fit ---------------------------------------------
 
-def test_conv2d_input_smaller_than_kernel():
-    layer = nn.Conv2d(1, 2, (3, 5), padding=(0, 1))
-    with raises_one_line(ValueError, "Conv2d(1, 2", "4x2", "3x5"):
-        layer.forward(device_zeros(1, 1, 4, 2))
+@pytest.mark.parametrize("kernel, padding, size, fits", [
+    ((3, 5), (0, 1), (4, 2), (4, 3)),  # too narrow: 2 + 2 * 1 < 5
+    (4, 1, (1, 5), (2, 5)),  # too short: 1 + 2 * 1 < 4, while 5 + 2 >= 4
+    (4, 1, (5, 1), (5, 2))])  # too narrow, the other way round
+def test_conv2d_input_smaller_than_kernel(kernel, padding, size, fits):
+    """Either axis alone, counting the padding on both sides; one pixel more fits."""
+    layer = nn.Conv2d(1, 2, kernel, padding=padding)
+    kh, kw = layer.kernel_size
+    with raises_one_line(ValueError, "Conv2d(1, 2", f"{size[0]}x{size[1]}", f"{kh}x{kw} kernel"):
+        layer.forward(device_zeros(1, 1, *size))
+    assert min(layer.forward(device_zeros(1, 1, *fits)).shape[2:]) == 1  # just fits
 
 
-def test_conv_transpose2d_empty_output():
-    layer = nn.ConvTranspose2d(1, 2, 3, padding=2)
+@pytest.mark.parametrize("padding", [2, (2, 0), (0, 2)])
+def test_conv_transpose2d_empty_output(padding):
+    """A 1x1 input through k3 gives 3x3 before cropping; cropping 2 on both sides of an
+    axis leaves nothing there (torch refuses it too), whichever axis it is."""
+    layer = nn.ConvTranspose2d(1, 2, 3, padding=padding)
     with raises_one_line(ValueError, "ConvTranspose2d(1, 2", "1x1", "empty output"):
         layer.forward(device_zeros(1, 1, 1, 1))
+    assert nn.ConvTranspose2d(1, 2, 3, padding=1).forward(device_zeros(1, 1, 1, 1)).shape == (
+        1, 2, 1, 1)
 
 
 # -- bad constructor arguments ----------------------------------------------------------
@@ -503,7 +515,7 @@ def test_failed_load_state_dict_changes_nothing():
     before = host_state(net)
     state = {k: v + 1 for k, v in host_state(small_net()).items()}
     state["3.bias"] = np.zeros(7, dtype=np.float32)  # the last entry is the bad one
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"'3\.bias' has shape \(7,\), expected \("):
         net.load_state_dict(state)
     for k, v in host_state(net).items():
         np.testing.assert_array_equal(v, before[k], err_msg=k)

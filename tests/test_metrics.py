@@ -93,6 +93,10 @@ def test_feature_statistics_by_hand():
     assert mu.dtype == s.dtype == np.float64
     # one feature: still a (1, 1) matrix (np.cov alone returns a 0-d array)
     assert metrics.feature_statistics([[1.0], [3.0]])[1].tolist() == [[2.0]]
+    for few in ([[1.0, 2.0]], [1.0, 2.0, 3.0]):  # one vector; a flat list is not (n, d)
+        with pytest.raises(ValueError, match=r"need at least 2 feature vectors of shape "
+                                             rf"\(n, d\), got \({np.shape(few)[0]},"):
+            metrics.feature_statistics(few)
 
 
 def test_fd_of_gaussian_samples_approaches_the_true_distance():
@@ -173,6 +177,43 @@ def test_generate_samples_uses_its_own_noise_and_balanced_labels():
     assert gan.generator.training  # back in training mode afterwards
 
 
+class LabelPainter:
+    """A conditional "generator" whose sample for label k is an image of value k / 10
+    (plus noise from z), painting the label ``shift`` classes on from the one asked."""
+
+    z_dim, num_classes, conditional_g = 3, 10, True
+
+    def __init__(self, shift=0):
+        self.shift, self.generator = shift, nn.Flatten()  # something with train/eval
+
+    def generate(self, z, y):
+        k = (backend.to_host(y) + self.shift) % 10
+        noise = backend.to_host(z)[:, :1, None, None] * 0.01
+        return backend.to_device((k[:, None, None, None] / 10 + noise
+                                  + np.zeros((1, 1, 28, 28))).astype(np.float32))
+
+
+class ValueReader:
+    """A "classifier" that reads the class off an image's mean value (LabelPainter's code):
+    its features are the first pixels, its logits a confident one-hot."""
+
+    def predict(self, images):
+        k = np.clip(np.rint(images.mean(axis=(1, 2, 3)) * 10), 0, 9).astype(int)
+        return images.reshape(len(images), -1)[:, :2].astype(np.float64), 20.0 * np.eye(10)[k]
+
+
+def test_class_accuracy_scores_the_generated_samples_against_their_labels():
+    """evaluate_images: the class accuracy is that of the fakes against the labels they
+    were drawn for: 100% for a generator that paints the asked class, 0% for one that
+    paints the next class; the real images (all of class 0 here) play no part in it."""
+    real = np.zeros((300, 1, 28, 28), np.float32)
+    right = metrics.evaluate_images(LabelPainter(), ValueReader(), real, n=200)
+    wrong = metrics.evaluate_images(LabelPainter(shift=1), ValueReader(), real, n=200)
+    assert right["class_accuracy"] == 1.0 and wrong["class_accuracy"] == 0.0
+    assert right["score"] == pytest.approx(10.0)  # confident and balanced: K classes
+    assert right["real_score"] == pytest.approx(1.0)  # every real image is of class 0
+
+
 def test_real_subset_is_a_fixed_random_choice():
     """n of the real images, each at most once, drawn at random (not the first n, which in
     a file sorted by class would be one class) and the same for every call; n may be all
@@ -222,10 +263,10 @@ def test_evaluate_for_training_on_images_without_a_classifier_is_empty(tmp_path,
 # --------------------------------------------------------------------------- `tinygan eval`
 
 
-def save_untrained_checkpoint(path, model, data_name, data_shape):
+def save_untrained_checkpoint(path, model, data_name, data_shape, **settings):
     """A trainer checkpoint as the runner writes it, without training (no data needed)."""
     gan = models.build(model, data_shape, 10)
-    config = runner.RunConfig(model=model, data=data_name)
+    config = runner.RunConfig(model=model, data=data_name, **settings)
     meta = {"config": asdict(config), "data_shape": list(data_shape),
             "model_options": gan.options, "step": 0, "epoch": 0, "history": [], "eval": []}
     checkpoint.save(path, Trainer(gan), meta)
@@ -262,6 +303,15 @@ def test_cli_eval_without_a_classifier_says_how_to_train_one(tmp_path, monkeypat
     assert cli.main(["eval", "--checkpoint", str(path), "--data-dir", str(data_dir)]) == 1
     assert (f"run `tinygan classifier train --data mnist --data-dir '{data_dir}'` first"
             in capsys.readouterr().err)
+
+
+def test_eval_of_a_run_whose_data_folder_is_gone_asks_for_data_dir(tmp_path):
+    gone = tmp_path / "moved-away"
+    path = save_untrained_checkpoint(tmp_path / "dcgan.npz", "dcgan", "mnist", (1, 28, 28),
+                                     data_dir=str(gone))
+    with pytest.raises(ValueError, match=f"the run's data folder {gone} no longer exists; "
+                                         r"pass data_dir \(--data-dir\)"):
+        metrics.evaluate_checkpoint(path)
 
 
 def test_a_classifier_of_the_other_dataset_is_refused(tmp_path):
@@ -326,7 +376,7 @@ def test_classifier_load_rejects_other_files(tmp_path):
     path = save_untrained_checkpoint(tmp_path / "gan.npz", "gan", "ring", (2,))
     with pytest.raises(ValueError, match="not a tinygan classifier"):
         classifier.load(path)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match=r"classifier .*missing\.npz does not exist"):
         classifier.load(tmp_path / "missing.npz")
 
 
@@ -397,7 +447,7 @@ def test_cosine_lr_falls_from_lr_to_zero():
 def test_heldout_split_sizes():
     assert classifier.heldout_split(10_000) == 8_000
     assert classifier.heldout_split(4_443) == 3_500
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="need at least 625 labelled images .*, got 600"):
         classifier.heldout_split(600)
 
 

@@ -166,6 +166,20 @@ def test_a_weight_replaced_by_assignment_is_the_one_updated():
     np.testing.assert_array_equal(weight_of(layer), -np.ones((1, 3)))
 
 
+def test_a_replaced_weight_gets_a_gradient_of_its_own_dtype():
+    """A weight replaced by one of another dtype (float32 -> float64) gets a fresh float64
+    gradient in the next backward, not float64 values rounded into the old float32 array."""
+    layer = nn.Dense(3, 1, bias=False)
+    x = host_rng(8).standard_normal((5, 3))
+    layer.params["weight"] = backend.to_device(np.full((1, 3), 1 / 3))
+    layer.forward(backend.to_device(x))
+    layer.backward(backend.to_device(np.ones((5, 1))))
+    dweight = layer.grads["weight"]
+    assert dweight.dtype == np.float64
+    np.testing.assert_allclose(backend.to_host(dweight), x.sum(axis=0, keepdims=True),
+                               rtol=1e-14)  # float32 rounding would be ~1e-7
+
+
 def test_zero_grad_clears_every_gradient():
     net = small_net()
     opt = optim.Adam(net)

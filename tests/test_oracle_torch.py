@@ -7,6 +7,7 @@ to 1e-7 relative error. tinygan computes on the backend under test and its resul
 brought back to the host to compare. The whole module skips when torch is absent.
 """
 
+import inspect
 import math
 import warnings
 
@@ -21,6 +22,31 @@ torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 TOL = 1e-7
+
+
+# -- constructors: the same arguments, defaults and positions ----------------------------
+
+LAYER_TWINS = [(nn.Dense, torch.nn.Linear), (nn.Conv2d, torch.nn.Conv2d),
+               (nn.ConvTranspose2d, torch.nn.ConvTranspose2d),
+               (nn.BatchNorm1d, torch.nn.BatchNorm1d), (nn.BatchNorm2d, torch.nn.BatchNorm2d),
+               (nn.LeakyReLU, torch.nn.LeakyReLU), (nn.Dropout, torch.nn.Dropout),
+               (nn.Embedding, torch.nn.Embedding), (nn.ReLU, torch.nn.ReLU),
+               (nn.Tanh, torch.nn.Tanh), (nn.Sigmoid, torch.nn.Sigmoid),
+               (nn.Flatten, torch.nn.Flatten)]
+
+
+@pytest.mark.parametrize("ours, theirs", LAYER_TWINS, ids=lambda c: c.__name__)
+def test_constructor_arguments_are_torchs(ours, theirs):
+    """Every argument a layer takes is torch's, with torch's default; those that can be
+    given by position stand where torch has them (torch's extra ones, such as Conv2d's
+    dilation before bias, make the rest keyword-only here), so code moves between the two."""
+    our_args = inspect.signature(ours).parameters
+    their_args = inspect.signature(theirs).parameters
+    positional = [name for name, a in our_args.items() if a.kind == a.POSITIONAL_OR_KEYWORD]
+    assert positional == list(their_args)[:len(positional)]
+    for name, argument in our_args.items():
+        assert name in their_args, f"{ours.__name__}({name}=...) is not torch's"
+        assert argument.default == their_args[name].default, name
 
 
 # -- plumbing ----------------------------------------------------------------------------

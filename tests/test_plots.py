@@ -47,13 +47,16 @@ def drawn(monkeypatch):
 
 def test_loss_curves_draw_every_record_and_scores_on_a_log_scale_only_when_positive(
         tmp_path, drawn):
-    history = [{"step": s, "d_loss": 1.0 / s, "g_loss": 2.0} for s in (1, 2, 3)]
+    # as a WGAN logs every step: g_loss only in the records of steps with a G update
+    history = [{"step": 1, "d_loss": 1.0, "g_loss": 2.0}, {"step": 2, "d_loss": 0.5},
+               {"step": 3, "d_loss": 0.25, "g_loss": 1.5}]
     positive = [{"step": 2, "epoch": 1, "fd": 30.0}, {"step": 3, "epoch": 2, "fd": 20.0}]
     plots.save_curves(tmp_path / "a.png", history, positive)
     plots.save_curves(tmp_path / "b.png", history, [{"step": 3, "epoch": 1, "score": -0.5}])
     losses, scores = drawn[0].axes
-    assert {line.get_label(): list(line.get_xdata()) for line in losses.get_lines()} == {
-        "d_loss": [1, 2, 3], "g_loss": [1, 2, 3]}
+    assert {line.get_label(): (list(line.get_xdata()), list(line.get_ydata()))
+            for line in losses.get_lines()} == {"d_loss": ([1, 2, 3], [1.0, 0.5, 0.25]),
+                                                "g_loss": ([1, 3], [2.0, 1.5])}
     assert [list(line.get_ydata()) for line in scores.get_lines()] == [[30.0, 20.0]]
     assert scores.get_yscale() == "log" and drawn[1].axes[1].get_yscale() == "linear"
     assert (tmp_path / "a.png").read_bytes().startswith(PNG)

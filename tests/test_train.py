@@ -50,17 +50,20 @@ def changed(before, after):
 class Recorder:
     """Wraps D's forward and backward (on the instance) to record what the trainer passes.
 
-    forward:  inputs (the x D sees, after instance noise) and outputs (raw logits);
+    forward:  inputs (the x D sees, after instance noise), labels (the y a conditional D
+              is given with it; None for the others) and outputs (raw logits);
     backward: grads, the dL/dlogits the trainer computed from its loss.
     """
 
     def __init__(self, discriminator):
-        self.inputs, self.outputs, self.grads = [], [], []
+        self.inputs, self.labels, self.outputs, self.grads = [], [], [], []
         forward, backward = discriminator.forward, discriminator.backward
 
         def recording_forward(x):
             out = forward(x)
-            self.inputs.append(host(x[0] if isinstance(x, tuple) else x))
+            x, y = x if isinstance(x, tuple) else (x, None)
+            self.inputs.append(host(x))
+            self.labels.append(None if y is None else host(y))
             self.outputs.append(host(out))
             return out
 
@@ -154,6 +157,54 @@ def test_step_returns_device_scalars_and_counts():
         assert np.isfinite(float(value))
 
 
+def bce(logits, target):
+    """BCE on logits, the mean over the scores, in float64: the loss's definition."""
+    s = logits.astype(np.float64)
+    return np.mean(np.maximum(s, 0) - s * target + np.log1p(np.exp(-np.abs(s))))
+
+
+@pytest.mark.parametrize("name", ["gan", "wgan"])
+def test_step_returns_the_losses_of_what_d_scored(name):
+    """d_loss is the real half's loss plus the fake half's, g_loss the G step's, computed
+    from the logits D gave: BCE(real, 1) + BCE(fake, 0) and BCE(G's fakes, 1), or for the
+    WGAN critic -mean(real) + mean(fake) and -mean(G's fakes)."""
+    gan, trainer = make(name, (2,))
+    gan.n_critic = 1  # a G step in this call for the WGAN too
+    real, _ = real_batch(gan, N)
+    rec = Recorder(gan.discriminator)
+    result = trainer.step(real)
+    real_logits, fake_logits, g_logits = rec.outputs
+    if name == "wgan":
+        d_loss = -real_logits.mean(dtype=np.float64) + fake_logits.mean(dtype=np.float64)
+        g_loss = -g_logits.mean(dtype=np.float64)
+    else:
+        d_loss, g_loss = bce(real_logits, 1.0) + bce(fake_logits, 0.0), bce(g_logits, 1.0)
+    np.testing.assert_allclose(float(result["d_loss"]), d_loss, rtol=1e-5)
+    np.testing.assert_allclose(float(result["g_loss"]), g_loss, rtol=1e-5)
+
+
+def test_runner_logs_the_mean_loss_of_each_stretch_of_steps(tmp_path, monkeypatch):
+    """A run of 400 steps logs every 2 (total // 200): each history record is the mean of
+    the losses Trainer.step returned for the two steps it covers."""
+    returned, step = [], Trainer.step
+
+    def recording_step(trainer, *args):
+        result = step(trainer, *args)
+        returned.append({k: float(v) for k, v in result.items()})
+        return result
+
+    monkeypatch.setattr(Trainer, "step", recording_step)
+    meta = runner.run(runner.RunConfig(steps=400, batch_size=64, evaluate=False,
+                                       out=str(tmp_path)), progress=False)
+    assert meta["log_every"] == 2 and len(returned) == 400
+    assert [r["step"] for r in meta["history"]] == list(range(2, 401, 2))
+    for record in meta["history"]:
+        covered = returned[record["step"] - 2:record["step"]]
+        for key in ("d_loss", "g_loss"):
+            np.testing.assert_allclose(record[key], np.mean([r[key] for r in covered]),
+                                       rtol=1e-6, err_msg=f"{key} at step {record['step']}")
+
+
 def test_lr_argument_overrides_the_family_default():
     gan = models.build("gan", (2,))
     trainer = Trainer(gan, lr=3e-5)
@@ -183,6 +234,25 @@ def test_lr_decay_defaults_to_the_second_half_for_points_only(shape, expected):
     assert runner.RunConfig(lr_decay=0.25).decay_fraction(shape) == 0.25
     with pytest.raises(ValueError, match="lr_decay must be a fraction in"):
         runner.RunConfig(lr_decay=1.5).decay_fraction(shape)
+
+
+def test_plan_of_a_run_from_its_config_and_the_data_size():
+    """Batch size, steps per epoch, total steps; a size of 0 is refused, not taken for
+    "the default" (None is that)."""
+    plan = runner.plan
+    assert plan(runner.RunConfig(), 10_000, (2,)) == (256, 39, 80 * 39)
+    assert plan(runner.RunConfig(), 10_000, (1, 28, 28)) == (64, 156, 5 * 156)
+    assert plan(runner.RunConfig(epochs=2, batch_size=1000), 10_500, (2,)) == (1000, 10, 20)
+    assert plan(runner.RunConfig(steps=7, batch_size=1000), 10_500, (2,)) == (1000, 10, 7)
+    for name in ("epochs", "steps", "batch_size"):
+        for bad in (0, -3, 2.5):
+            with pytest.raises(ValueError, match=f"RunConfig: {name} must be a positive int, "
+                                                 f"got {bad}"):
+                plan(runner.RunConfig(**{name: bad}), 10_000, (2,))
+    with pytest.raises(ValueError, match="give epochs or steps, not both"):
+        plan(runner.RunConfig(epochs=1, steps=5), 10_000, (2,))
+    with pytest.raises(ValueError, match="batch size 512 is larger than the 100 training"):
+        plan(runner.RunConfig(batch_size=512), 100, (2,))
 
 
 def record_learning_rates(monkeypatch):
@@ -413,6 +483,48 @@ def test_wgan_critic_gradients_are_plus_minus_one_over_n():
     np.testing.assert_array_equal(rec.grads[1], np.full((N, 1), 1 / N, np.float32))  # fake
 
 
+def test_wgan_generator_gradient_is_minus_one_over_n():
+    """L_G = -mean(D(G(z))): G descends it, so D's scores of its fakes go up."""
+    gan, trainer = make("wgan", (2,))
+    rec = Recorder(gan.discriminator)
+    loss = trainer.generator_step(N)
+    np.testing.assert_array_equal(rec.grads[0], np.full((N, 1), -1 / N, np.float32))
+    np.testing.assert_allclose(float(loss), -rec.outputs[0].mean(dtype=np.float64), rtol=1e-6)
+
+
+def record_drawn_inputs(trainer, gan):
+    """The (z, y) the trainer draws with sample_inputs, and the y each generate call got."""
+    drawn, generated = [], []
+    sample_inputs, generate = trainer.sample_inputs, gan.generate
+
+    def recording_sample_inputs(n):
+        drawn.append(sample_inputs(n))
+        return drawn[-1]
+
+    def recording_generate(z, y=None):
+        generated.append(host(y))
+        return generate(z, y)
+
+    trainer.sample_inputs, gan.generate = recording_sample_inputs, recording_generate
+    return drawn, generated
+
+
+def test_conditional_discriminator_sees_each_batch_with_its_own_labels():
+    """CGAN: D scores the real batch with the real labels and every fake batch with the
+    labels G drew it for, the ones sample_inputs drew (D step and G step alike)."""
+    gan, trainer = make("cgan", (2,))
+    real, y = real_batch(gan, N)
+    drawn, generated = record_drawn_inputs(trainer, gan)
+    rec = Recorder(gan.discriminator)
+    trainer.step(real, y)
+    assert len(drawn) == len(generated) == 2 and len(rec.labels) == 3
+    np.testing.assert_array_equal(rec.labels[0], host(y))
+    for (_, fake_labels), given_to_g, seen_by_d in zip(drawn, generated, rec.labels[1:]):
+        assert not np.array_equal(host(fake_labels), host(y))  # so a mix-up would show
+        np.testing.assert_array_equal(given_to_g, host(fake_labels))
+        np.testing.assert_array_equal(seen_by_d, host(fake_labels))
+
+
 # -- stabilisation tricks: what each does to D's targets and inputs ------------------------
 
 
@@ -481,11 +593,16 @@ def test_instance_noise_is_added_to_everything_d_sees(sigma):
     assert len(rec.inputs) == 3
 
 
+LABEL_TRICKS = dict(label_smoothing=0.1, label_noise=0.2, flip_labels=0.5)
+
+
+@pytest.mark.parametrize("label_tricks", [{}, LABEL_TRICKS], ids=["plain", "label-tricks"])
 @pytest.mark.parametrize("minimax", [False, True])
-def test_generator_loss_sign(minimax):
+def test_generator_loss_sign(minimax, label_tricks):
     """Non-saturating: L_G = -log s(x), dL/dx = (s - 1)/n. Minimax: L_G = log(1 - s(x)),
-    dL/dx = -s/n. Both push D's score up, but the minimax gradient vanishes as s -> 0."""
-    gan, trainer = make("gan", (2,), minimax=minimax)
+    dL/dx = -s/n. Both push D's score up, but the minimax gradient vanishes as s -> 0.
+    The label tricks change D's targets only: G's stay exactly 1 (or 0 for minimax)."""
+    gan, trainer = make("gan", (2,), minimax=minimax, **label_tricks)
     rec = Recorder(gan.discriminator)
     loss = float(trainer.generator_step(N))
     logits, grad = rec.outputs[0], rec.grads[0]

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field, fields
 import numpy as np
 
 from tinygan import backend, checkpoint, data, files, models, plots
+from tinygan.nn.module import check_sizes
 from tinygan.train import Trainer, Tricks, decay_scale
 
 TOY_SIZE = 10_000  # points drawn once per run from a 2-D mixture, then batched like images
@@ -182,6 +183,13 @@ def save_outputs(out, trainer, meta):
 
 def plan(config, n_samples, sample_shape):
     """(batch size, steps per epoch, total steps) from the config and the data size."""
+    # None means "the default"; a 0 must not fall back to it without a word
+    check_sizes("RunConfig", **{name: getattr(config, name) for name in
+                                ("epochs", "steps", "batch_size")
+                                if getattr(config, name) is not None})
+    if config.epochs is not None and config.steps is not None:
+        raise ValueError(f"RunConfig: give epochs or steps, not both (got epochs="
+                         f"{config.epochs}, steps={config.steps})")
     batch = config.batch_size or (256 if len(sample_shape) == 1 else 64)
     if batch > n_samples:
         raise ValueError(f"batch size {batch} is larger than the {n_samples} training samples")
@@ -192,8 +200,6 @@ def plan(config, n_samples, sample_shape):
         # 2-D points: 80 epochs of 39 batches (~3,100 steps, seconds on a CPU); at 30 the
         # ring's modes are found but samples still sit far outside 3 sigma of their centres
         total = (config.epochs or (80 if len(sample_shape) == 1 else 5)) * steps_per_epoch
-    if total < 1:
-        raise ValueError("nothing to do: --steps / --epochs must be at least 1")
     return batch, steps_per_epoch, total
 
 
