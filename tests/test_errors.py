@@ -76,6 +76,21 @@ def test_batchnorm_needs_more_than_one_value_per_channel_in_training(training):
             layer.forward(x)
     else:
         layer.forward(x)  # eval mode uses the running statistics: fine
+    # two values per channel are enough: (N, C) with N = 2, or one sample of length 2
+    for shape in ((2, 3), (1, 3, 2)):
+        assert layer.train().forward(device_zeros(*shape)).shape == shape
+
+
+@pytest.mark.parametrize("momentum", [0.0, 1.0])
+def test_batchnorm_momentum_may_be_zero_or_one(momentum):
+    """The ends of [0, 1]: 0 keeps the running statistics, 1 replaces them by the batch's."""
+    layer = nn.BatchNorm1d(2, momentum=momentum).astype(np.float64)
+    x = np.array([[1.0, 4.0], [3.0, 8.0]])
+    layer.forward(backend.to_device(x))
+    mean, var = backend.to_host(layer.buffers["running_mean"]), layer.buffers["running_var"]
+    expected = ([0.0, 0.0], [1.0, 1.0]) if momentum == 0 else ([2.0, 6.0], [2.0, 8.0])
+    np.testing.assert_array_equal(mean, expected[0])
+    np.testing.assert_array_equal(backend.to_host(var), expected[1])  # unbiased: / (m - 1)
 
 
 # -- a spatial size the kernel does not fit ---------------------------------------------
