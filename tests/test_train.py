@@ -237,22 +237,50 @@ def test_lr_decay_defaults_to_the_second_half_for_points_only(shape, expected):
 
 
 def test_plan_of_a_run_from_its_config_and_the_data_size():
-    """Batch size, steps per epoch, total steps; a size of 0 is refused, not taken for
-    "the default" (None is that)."""
+    """Batch size, steps per epoch, total steps."""
     plan = runner.plan
     assert plan(runner.RunConfig(), 10_000, (2,)) == (256, 39, 80 * 39)
     assert plan(runner.RunConfig(), 10_000, (1, 28, 28)) == (64, 156, 5 * 156)
     assert plan(runner.RunConfig(epochs=2, batch_size=1000), 10_500, (2,)) == (1000, 10, 20)
     assert plan(runner.RunConfig(steps=7, batch_size=1000), 10_500, (2,)) == (1000, 10, 7)
-    for name in ("epochs", "steps", "batch_size"):
-        for bad in (0, -3, 2.5):
-            with pytest.raises(ValueError, match=f"RunConfig: {name} must be a positive int, "
-                                                 f"got {bad}"):
-                plan(runner.RunConfig(**{name: bad}), 10_000, (2,))
-    with pytest.raises(ValueError, match="give epochs or steps, not both"):
-        plan(runner.RunConfig(epochs=1, steps=5), 10_000, (2,))
     with pytest.raises(ValueError, match="batch size 512 is larger than the 100 training"):
         plan(runner.RunConfig(batch_size=512), 100, (2,))
+
+
+BAD_SETTINGS = [(dict(epochs=0), "epochs must be a positive int, got 0"),
+                (dict(steps=-3), "steps must be a positive int, got -3"),
+                (dict(batch_size=2.5), "batch_size must be a positive int, got 2.5"),
+                (dict(z_dim=0), "z_dim must be a positive int, got 0"),
+                (dict(epochs=1, steps=5), "give epochs or steps, not both"),
+                (dict(seed=-1), "seed must be an int >= 0, got -1"),
+                (dict(lr=0.0), "lr must be a positive number, got 0.0"),
+                (dict(lr_decay=1.5), "lr_decay must be a fraction in"),
+                (dict(label_smoothing=1.5), r"label_smoothing must be in \[0, 1\], got 1.5"),
+                (dict(flip_labels=-1.0), r"flip_labels must be in \[0, 1\], got -1.0"),
+                (dict(label_noise=float("nan")), r"label_noise must be in \[0, 1\], got nan"),
+                (dict(instance_noise=-0.1), "instance_noise must be a std >= 0, got -0.1"),
+                (dict(label_smoothing=0.6, label_noise=0.5),
+                 r"label_smoothing \+ label_noise must be at most 1, got 0.6 \+ 0.5")]
+
+
+@pytest.mark.parametrize("settings, message", BAD_SETTINGS,
+                         ids=lambda v: "-".join(v) if isinstance(v, dict) else None)
+def test_a_setting_out_of_range_is_refused_before_any_work(settings, message, tmp_path):
+    """Through the Python API as through the CLI's parser: a 0 is not taken for "the
+    default" (None is that), and nothing is written."""
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match=message):
+        runner.run(runner.RunConfig(out=str(out), **settings), progress=False)
+    assert not out.exists()
+
+
+def test_tricks_and_models_check_their_own_settings():
+    with pytest.raises(ValueError, match=r"Tricks: flip_labels must be in \[0, 1\], got 2"):
+        Tricks(flip_labels=2)
+    with pytest.raises(ValueError, match=r"build\('gan'\): z_dim must be a positive int, got 0"):
+        models.build("gan", (2,), z_dim=0)
+    with pytest.raises(ValueError, match="num_classes must be a positive int, got 0"):
+        models.build("gan", (2,), num_classes=0)
 
 
 def record_learning_rates(monkeypatch):

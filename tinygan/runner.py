@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field, fields
 import numpy as np
 
 from tinygan import backend, checkpoint, data, files, models, plots
-from tinygan.nn.module import check_sizes
+from tinygan.nn.module import check_sizes, is_int
 from tinygan.train import Trainer, Tricks, decay_scale
 
 TOY_SIZE = 10_000  # points drawn once per run from a 2-D mixture, then batched like images
@@ -68,6 +68,23 @@ class RunConfig:
 
     def tricks(self):
         return Tricks(**{f.name: getattr(self, f.name) for f in fields(Tricks)})
+
+    def check(self):
+        """One-line ValueErrors for settings out of range, before any work (the CLI's
+        parser checks its flags; this is for the Python API)."""
+        # None means "the default"; a 0 must not fall back to it without a word
+        check_sizes("RunConfig", **{name: getattr(self, name) for name in
+                                    ("epochs", "steps", "batch_size", "z_dim")
+                                    if getattr(self, name) is not None})
+        if self.epochs is not None and self.steps is not None:
+            raise ValueError(f"RunConfig: give epochs or steps, not both (got epochs="
+                             f"{self.epochs}, steps={self.steps})")
+        if not (is_int(self.seed) and self.seed >= 0):
+            raise ValueError(f"RunConfig: seed must be an int >= 0, got {self.seed!r}")
+        if self.lr is not None and not 0 < self.lr < math.inf:
+            raise ValueError(f"RunConfig: lr must be a positive number, got {self.lr!r}")
+        self.decay_fraction(sample_shape=(2,))  # raises for an lr_decay outside [0, 1]
+        self.tricks()  # Tricks checks its own fields
 
 
 def load_training_data(config):
@@ -183,13 +200,6 @@ def save_outputs(out, trainer, meta):
 
 def plan(config, n_samples, sample_shape):
     """(batch size, steps per epoch, total steps) from the config and the data size."""
-    # None means "the default"; a 0 must not fall back to it without a word
-    check_sizes("RunConfig", **{name: getattr(config, name) for name in
-                                ("epochs", "steps", "batch_size")
-                                if getattr(config, name) is not None})
-    if config.epochs is not None and config.steps is not None:
-        raise ValueError(f"RunConfig: give epochs or steps, not both (got epochs="
-                         f"{config.epochs}, steps={config.steps})")
     batch = config.batch_size or (256 if len(sample_shape) == 1 else 64)
     if batch > n_samples:
         raise ValueError(f"batch size {batch} is larger than the {n_samples} training samples")
@@ -210,6 +220,7 @@ def note_on(exception, text):
 
 def run(config, resume=None, progress=True):
     """Train as ``config`` says (continuing ``resume`` if given); returns the final meta dict."""
+    config.check()
     files.check_writable(config.out, "output folder")  # before the work, not after it
     backend.use(config.backend)
     backend.seed(config.seed)

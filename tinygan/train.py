@@ -17,6 +17,7 @@ The families differ only in the losses below (a small table), their networks and
 their schedule (n_critic, weight clipping); this file does not branch on the family.
 """
 
+import math
 from dataclasses import dataclass
 
 from tinygan import backend, losses, optim
@@ -43,6 +44,18 @@ class Tricks:
     flip_labels: float = 0.0
     instance_noise: float = 0.0
     minimax: bool = False
+
+    def __post_init__(self):
+        for name in ("label_smoothing", "label_noise", "flip_labels"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:  # nan fails it too
+                raise ValueError(f"Tricks: {name} must be in [0, 1], got {value!r}")
+        if not 0 <= self.instance_noise < math.inf:
+            raise ValueError(f"Tricks: instance_noise must be a std >= 0, "
+                             f"got {self.instance_noise!r}")
+        if self.label_smoothing + self.label_noise > 1:  # a real target would go below 0
+            raise ValueError(f"Tricks: label_smoothing + label_noise must be at most 1, got "
+                             f"{self.label_smoothing} + {self.label_noise}")
 
 
 def decay_scale(step, total, fraction):
