@@ -494,6 +494,15 @@ def test_wgan_refuses_tricks_that_it_would_ignore(trick):
     Trainer(models.build("wgan", (2,)), tricks=Tricks(instance_noise=0.1))  # this one applies
 
 
+def test_sampled_labels_cover_every_class_uniformly():
+    """sample_inputs draws a conditional G's labels uniformly from 0..K-1 (K = 8 here)."""
+    gan, trainer = make("cgan", (2,))
+    _, y = trainer.sample_inputs(8000)
+    counts = np.bincount(host(y), minlength=9)
+    assert counts[8] == 0 and counts[:8].min() > 850  # 1000 expected per class
+    assert trainer.sample_inputs(5)[0].shape == (5, gan.z_dim)
+
+
 def test_noise_takes_the_models_dtype():
     gan = models.build("gan", (2,))
     gan.generator.astype(np.float64)
