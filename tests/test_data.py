@@ -156,6 +156,17 @@ def test_images_that_are_not_28_by_28_rejected(tmp_path, cache):
         data.load_dataset("mnist", tmp_path, split="test")
 
 
+def test_images_of_another_idx_type_rejected(tmp_path, cache):
+    """Right shape, wrong type: int32 values (IDX type 0x0C) where ubyte pixels belong."""
+    write_split(tmp_path, "test", n=3)
+    header = bytes([0, 0, 0x0C, 3]) + b"".join(d.to_bytes(4, "big") for d in (3, 28, 28))
+    raw = header + np.zeros((3, 28, 28), ">i4").tobytes()
+    (tmp_path / IMAGES).write_bytes(gzip.compress(raw))
+    with pytest.raises(data.DataError, match=r"expected ubyte images of shape \(N, 28, 28\), "
+                                             r"got int32 \(3, 28, 28\)"):
+        data.load_dataset("mnist", tmp_path, split="test")
+
+
 def test_labels_that_are_not_one_dimensional_rejected(tmp_path, cache):
     write_split(tmp_path, "test", n=3)
     write_idx(tmp_path / LABELS, np.zeros((3, 1), np.uint8))
@@ -451,6 +462,16 @@ def test_download_stops_at_the_first_unavailable_file(tmp_path, cache, monkeypat
     assert not (cache / "mnist").exists()  # the folder made for the download is gone again
 
 
+def test_a_folder_made_for_a_download_keeps_the_file_fetched_into_it(tiny_mirror, cache):
+    """The images arrive, the labels do not: the error names the labels, and the new cache
+    folder stays, holding the images for the next attempt (only an empty one is removed)."""
+    os.remove(tiny_mirror / LABELS)
+    with serve_directory(tiny_mirror) as url:
+        with pytest.raises(data.DataError, match=f"{LABELS} not found in .*HTTP Error 404"):
+            data.load_dataset("mnist", split="test", mirrors=[url])
+    assert os.listdir(cache / "mnist") == [IMAGES]
+
+
 @pytest.mark.parametrize("umask", [0o022, 0o027], ids=["022", "027"])
 def test_downloaded_files_get_the_umask_mode(tiny_mirror, cache, umask):
     previous = os.umask(umask)
@@ -571,5 +592,6 @@ def test_batches_reject_bad_arguments():
         data.batches(x, None, 4)
     with pytest.raises(ValueError, match="3 images but 2 labels"):
         data.batches(x, np.zeros(2), 2)
-    with pytest.raises(ValueError, match="at least 1"):
+    with pytest.raises(ValueError, match="batch_size must be at least 1, got 0"):
         data.batches(x, None, 0)
+    assert [b.shape for b, _ in data.batches(x, None, 1)] == [(1, 2)] * 3  # the smallest

@@ -124,6 +124,17 @@ def test_classifier_score_is_k_for_confident_balanced_and_1_for_collapsed():
     assert metrics.classifier_score(three_classes) == pytest.approx(3, rel=1e-6)
 
 
+def test_classifier_score_by_hand_and_for_extreme_logits():
+    """Two samples with p(y|x) = (1/4, 3/4) and (3/4, 1/4): p(y) = (1/2, 1/2), and each
+    KL(p(y|x) || p(y)) = 1/4 log(1/2) + 3/4 log(3/2). Logits 1000 apart give probabilities
+    of exactly 0 and 1 (no overflow, and 0 log 0 counts as 0): two sure, different classes."""
+    log3 = np.log(3.0)
+    kl = 0.25 * np.log(0.5) + 0.75 * np.log(1.5)
+    assert metrics.classifier_score(np.array([[0.0, log3], [log3, 0.0]])) == pytest.approx(
+        np.exp(kl), rel=1e-12)
+    assert metrics.classifier_score(np.array([[0.0, 1000.0], [1000.0, 0.0]])) == 2.0
+
+
 def test_class_accuracy_counts_argmax_hits():
     logits = np.eye(4)[[0, 1, 2, 3, 0]]
     assert metrics.class_accuracy(logits, [0, 1, 2, 0, 0]) == pytest.approx(0.8)
@@ -145,6 +156,11 @@ def test_coverage_on_hand_placed_samples():
     ])
     result = metrics.mode_coverage(samples, c, s)
     assert result == {"modes": 3, "modes_total": 8, "hq_percent": pytest.approx(100 * 4 / 6)}
+    # centres without the ring's symmetry (c and -c both centres): distances are to c itself
+    lopsided = np.array([[0.0, 0.0], [1.0, 0.0], [3.0, 1.0]])
+    near_second = np.array([[1.05, 0.0], [0.95, 0.1], [2.0, 2.0]])
+    assert metrics.mode_coverage(near_second, lopsided, 0.1) == {
+        "modes": 1, "modes_total": 3, "hq_percent": pytest.approx(100 * 2 / 3)}
 
 
 @pytest.mark.parametrize("name", ["ring", "grid"])
@@ -257,6 +273,10 @@ def test_evaluate_for_training_on_images_without_a_classifier_is_empty(tmp_path,
     monkeypatch.setenv("TINYGAN_DATA", str(tmp_path))  # an empty cache: no classifier there
     gan = models.build("dcgan", (1, 28, 28))
     images = np.zeros((10, 1, 28, 28), np.float32)
+    assert metrics.evaluate_for_training(gan, runner.RunConfig(data="mnist"), images, None) == {}
+    # nor with a classifier of the other dataset there (FD through it would mean nothing)
+    classifier.save(classifier.default_path("mnist"), classifier.Classifier(),
+                    {"data": "fashion-mnist"})
     assert metrics.evaluate_for_training(gan, runner.RunConfig(data="mnist"), images, None) == {}
 
 
@@ -536,7 +556,8 @@ def test_cli_eval_on_an_image_checkpoint(mnist, tmp_path, monkeypatch, capsys):
                      "--data-dir", str(root), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     for line in ("FD features (n=200)", "FD logits   (n=200)", "classifier score (n=200)",
-                 "real data:", "class accuracy (n=200)"):
+                 "real data:", "class accuracy (n=200)",
+                 f"classifier: {clf} (held-out accuracy {100 * meta['heldout_accuracy']:.2f}%)"):
         assert line in printed
     report = json.loads(out.read_text())
     assert report["n"] == 200 and report["classifier"]["path"] == str(clf)
