@@ -62,6 +62,19 @@ def test_loss_curves_draw_every_record_and_scores_on_a_log_scale_only_when_posit
     assert (tmp_path / "a.png").read_bytes().startswith(PNG)
 
 
+def test_a_conditional_grid_labels_each_row_with_its_class(tmp_path, drawn):
+    """Row labels sit at the middle of each row (28-pixel cells plus their border);
+    an unconditional grid has no ticks at all."""
+    images = np.zeros((4, 1, 28, 28), np.float32)
+    plots.save_image_grid(tmp_path / "labelled.png", images, 2, row_labels=[3, 7])
+    plots.save_image_grid(tmp_path / "plain.png", images, 2)
+    labelled, plain = drawn[0].axes[0], drawn[1].axes[0]
+    assert [t.get_text() for t in labelled.get_yticklabels()] == ["3", "7"]
+    h = plots.image_grid(images, 2).shape[0] / 2
+    np.testing.assert_allclose(labelled.get_yticks(), [h / 2, 3 * h / 2])
+    assert len(plain.get_yticks()) == 0 and len(labelled.get_xticks()) == 0
+
+
 def test_figures_are_written_whole_and_closed_even_when_the_write_fails(tmp_path):
     before = plt.get_fignums()
     images = np.zeros((4, 1, 28, 28), np.float32)
