@@ -341,6 +341,17 @@ def test_resume_with_a_new_length_replaces_the_saved_one(tmp_path, capsys):
     assert json.loads((tmp_path / "metrics.json").read_text())["step"] == 20
 
 
+def test_resume_reads_an_older_runs_settings_as_that_code_did():
+    """Runs saved before RunConfig.check() existed may hold a 0 for "the default" and both
+    epochs and steps (steps won): resuming them goes on as they ran, not with an error."""
+    older = {**asdict(runner.RunConfig(steps=5)), "epochs": 1, "batch_size": 0,
+             "z_dim": 0}
+    fields = cli.resumed_fields(dict.fromkeys(cli.RUN_FLAGS), older)
+    assert [fields[k] for k in ("epochs", "steps", "batch_size", "z_dim")] == [None, 5, None,
+                                                                                None]
+    runner.RunConfig(**fields).check()
+
+
 def test_resume_refuses_settings_it_would_ignore(tmp_path, capsys):
     """Only the length, backend and data folder of a resumed run can change."""
     assert run(capsys, "train", "--steps", 2, "--batch-size", 1000, "--out", tmp_path,

@@ -205,6 +205,12 @@ def resumed_fields(given, saved_config):
     defaults = {f.name: f.default for f in dataclasses.fields(runner.RunConfig)
                 if f.default is not dataclasses.MISSING}
     saved = {**defaults, **saved_config}
+    # runs saved before RunConfig.check() existed: read their settings as that code did
+    for name in ("epochs", "batch_size", "z_dim"):
+        if saved[name] == 0:  # 0 fell back to the default
+            saved[name] = None
+    if saved["epochs"] is not None and saved["steps"] is not None:  # steps won
+        saved["epochs"] = None
     for name, value in given.items():
         if value is not None and name not in CHANGEABLE_ON_RESUME and value != saved[name]:
             flag = "--" + name.replace("_", "-")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from tinygan import nn, optim
 from tinygan.backend import xp
 from tinygan.nn import init
-from tinygan.nn.module import check_sizes
+from tinygan.nn.module import check_sizes, is_int
 
 FAMILIES = ("gan", "dcgan", "cgan", "acgan", "wgan")
 
@@ -207,8 +207,9 @@ def build(name, data_shape, num_classes=10, z_dim=None, g_dropout=0.0):
     z_dim = (2 if points else 100) if z_dim is None else z_dim  # a 0 is refused, not replaced
     options = {"num_classes": num_classes, "z_dim": z_dim, "g_dropout": g_dropout}
     common = dict(name=name, data_shape=data_shape, z_dim=z_dim, options=options)
-    if name in ("cgan", "acgan") and num_classes < 2:
-        raise ValueError(f"{name} needs labelled data with at least 2 classes")
+    if name in ("cgan", "acgan") and not (is_int(num_classes) and num_classes >= 2):
+        raise ValueError(f"{name} needs labelled data with at least 2 classes, "
+                         f"got num_classes={num_classes!r}")
     check_sizes(f"build({name!r})", num_classes=num_classes, z_dim=z_dim)
     if name == "dcgan" and points:
         raise ValueError("dcgan is convolutional and needs images; for 2-D data use gan, "

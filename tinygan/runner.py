@@ -70,8 +70,9 @@ class RunConfig:
         return Tricks(**{f.name: getattr(self, f.name) for f in fields(Tricks)})
 
     def check(self):
-        """One-line ValueErrors for settings out of range, before any work (the CLI's
-        parser checks its flags; this is for the Python API)."""
+        """One-line ValueErrors for settings out of range, before training starts. The
+        CLI's parser checks each flag; this checks the Python API's settings too, and what
+        the flags cannot check alone (label_smoothing + label_noise, epochs with steps)."""
         # None means "the default"; a 0 must not fall back to it without a word
         check_sizes("RunConfig", **{name: getattr(self, name) for name in
                                     ("epochs", "steps", "batch_size", "z_dim")

@@ -31,7 +31,8 @@ class Tricks:
 
     label_smoothing: real targets become 1 - s (one-sided: fake targets stay 0).
     label_noise:     targets move by a uniform draw of up to n towards the other class
-                     (real 1 - s - n..1 - s, s being the smoothing; fake 0..n).
+                     (real 1 - s - n..1 - s, s being the smoothing; fake 0..n); s + n <= 1,
+                     so that no target leaves [0, 1].
     flip_labels:     each D target t becomes 1 - t with this probability, after the
                      smoothing and noise (so a flipped smoothed real target is s, not 0).
     instance_noise:  Gaussian noise of this std is added to every input D sees.
