@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from helpers import host_rng, randn
 
-from tinygan import backend, models, nn
+from tinygan import backend, models, nn, optim
 from tinygan.gradcheck import gradcheck
 
 N, K = 3, 10  # batch size, number of classes
@@ -204,3 +204,48 @@ def test_conditional_discriminator_input_gradient_has_image_shape():
     assert dx.shape == x.shape
     # the label's share of the gradient went to the embedding, not into dx
     assert float(abs(gan.discriminator.embed.grads["weight"]).sum()) > 0
+
+
+def layer_names(net):
+    return [type(layer).__name__ for layer in net.layers]
+
+
+def test_dcgan_is_the_architecture_the_benchmarks_compare():
+    """Issue 4's DCGAN, layer by layer: G z100 -> Dense 128*7*7 -> BN -> ReLU -> ConvT(128,
+    64,4,2,1) -> BN -> ReLU -> ConvT(64,1,4,2,1) -> tanh; D Conv(1,64,4,2,1) -> LeakyReLU(0.2)
+    -> Conv(64,128,4,2,1) -> BN -> LeakyReLU(0.2) -> Dense(6272, 1). The torch peer of the
+    benchmarks builds the same, so a width changed here would make the comparison unfair."""
+    gan = models.build("dcgan", (1, 28, 28))
+    g, d = gan.generator, gan.discriminator
+    assert layer_names(g) == ["Dense", "BatchNorm1d", "ReLU", "Reshape", "ConvTranspose2d",
+                              "BatchNorm2d", "ReLU", "ConvTranspose2d", "Tanh"]
+    assert layer_names(d) == ["Conv2d", "LeakyReLU", "Conv2d", "BatchNorm2d", "LeakyReLU",
+                              "Flatten", "Dense"]
+    shapes = {k: tuple(v.shape) for k, v in g.state_dict().items() if k.endswith("weight")}
+    assert shapes == {"0.weight": (6272, 100), "1.weight": (6272,), "4.weight": (128, 64, 4, 4),
+                      "5.weight": (64,), "7.weight": (64, 1, 4, 4)}
+    shapes = {k: tuple(v.shape) for k, v in d.state_dict().items() if k.endswith("weight")}
+    assert shapes == {"0.weight": (64, 1, 4, 4), "2.weight": (128, 64, 4, 4), "3.weight": (128,),
+                      "6.weight": (1, 6272)}
+    for conv in (g[4], g[7], d[0], d[2]):
+        assert (conv.stride, conv.padding) == ((2, 2), (1, 1))
+    assert [m.negative_slope for m in d.layers if isinstance(m, nn.LeakyReLU)] == [0.2, 0.2]
+
+
+def test_toy_mlps_have_an_activation_after_every_hidden_layer():
+    gan = models.build("gan", (2,))
+    assert layer_names(gan.generator) == ["Dense", "BatchNorm1d", "ReLU"] * 4 + ["Dense"]
+    assert layer_names(gan.discriminator) == ["Dense", "LeakyReLU"] * 3 + ["Dense"]
+    assert {m.negative_slope for m in gan.discriminator.layers
+            if isinstance(m, nn.LeakyReLU)} == {0.2}
+
+
+@pytest.mark.parametrize("name, kind", [("gan", optim.Adam), ("dcgan", optim.Adam),
+                                        ("wgan", optim.RMSprop)])
+def test_each_family_gets_its_papers_optimizer(name, kind):
+    """Adam(beta1 = 0.5) for the GANs (Radford et al.), RMSprop for the WGAN (Arjovsky)."""
+    gan = models.build(name, (1, 28, 28))
+    for opt in gan.make_optimizers():
+        assert type(opt) is kind and opt.lr == gan.lr
+        if kind is optim.Adam:
+            assert opt.betas == (0.5, 0.999)
