@@ -31,6 +31,15 @@ def torch_expected():
     return torch.cuda.is_available()
 
 
+def benchmarks_module(name):
+    """benchmarks.<name>, imported from the checkout (the scripts are not installed)."""
+    sys.path.insert(0, str(REPO))
+    try:
+        return importlib.import_module(f"benchmarks.{name}")
+    finally:
+        sys.path.remove(str(REPO))
+
+
 def run_bench(tmp_path, script, *args):
     """Run benchmarks/<script> on the backend under test; return (its JSON, its stdout)."""
     out = tmp_path / f"{script}.json"
@@ -98,11 +107,8 @@ def test_bench_gemm_times_every_product_the_layers_issue(tmp_path):
     payload, _ = run_bench(tmp_path, "bench_gemm.py", "--batch", "4", "--threads", "1",
                            "--rounds", "1")
     rows = {(r["layer"], r["gemm"]): r for r in payload["results"]}
-    sys.path.insert(0, str(REPO))
-    try:
-        from benchmarks.bench_gemm import LAYERS, layer_gemms
-    finally:
-        sys.path.remove(str(REPO))
+    bench_gemm = benchmarks_module("bench_gemm")
+    LAYERS, layer_gemms = bench_gemm.LAYERS, bench_gemm.layer_gemms
     expected = {("reference", "1024^3")} | {(name, g[0]) for name in LAYERS
                                           for g in layer_gemms(name, 4)}
     assert set(rows) == expected
@@ -133,12 +139,7 @@ def test_python_m_benchmarks_hands_its_options_to_every_script(tmp_path, monkeyp
     """`python -m benchmarks [--quick] [--backend B] [--out DIR]`, the one command RESULTS.md
     gives for re-running everything (on a GPU too): each script gets the backend, --quick's
     settings and its own JSON file, and the plot is drawn from the step JSON."""
-    sys.path.insert(0, str(REPO))
-    try:
-        from benchmarks import __main__ as run_all
-        from benchmarks import plot_results
-    finally:
-        sys.path.remove(str(REPO))
+    run_all, plot_results = benchmarks_module("__main__"), benchmarks_module("plot_results")
     calls = []
     for name in ("bench_gemm", "bench_layers", "bench_step", "bench_memory"):
         monkeypatch.setattr(getattr(run_all, name), "main",

@@ -389,23 +389,14 @@ def test_acgan_class_loss_is_one_softmax_on_raw_logits(shape):
 
     # and the loss value: BCE(column 0, real) + cross_entropy(columns 1.., y) from raw logits
     loss, _ = trainer._loss(backend.to_device(logits), y, True, False)
-    s = logits[:, 0].astype(np.float64)
-    bce = np.mean(np.maximum(s, 0) - s + np.log1p(np.exp(-np.abs(s))))
     cross_entropy = -np.mean(log_softmax(logits[:, 1:])[np.arange(n), host(y)])
-    np.testing.assert_allclose(float(loss), bce + cross_entropy, rtol=1e-5)
+    np.testing.assert_allclose(float(loss), bce(logits[:, 0], 1.0) + cross_entropy, rtol=1e-5)
 
 
 def test_acgan_generator_is_trained_on_the_class_of_its_labels():
     """In the G step the class loss uses the labels G was asked to draw."""
     gan, trainer = make("acgan", (2,))
-    asked = []  # the (z, y) the trainer draws for its fake batch
-    sample_inputs = trainer.sample_inputs
-
-    def record_inputs(n):
-        asked.append(sample_inputs(n))
-        return asked[-1]
-
-    trainer.sample_inputs = record_inputs
+    asked, _ = record_drawn_inputs(trainer, gan)  # the (z, y) drawn for each fake batch
     rec = Recorder(gan.discriminator)
     trainer.generator_step(N)
     logits, grad = rec.outputs[0], rec.grads[0]
@@ -419,14 +410,7 @@ def test_acgan_discriminator_class_loss_on_fakes_only_when_asked(on_fake):
     """D's class head learns from the fake batch only with d_class_loss_on_fake."""
     gan, trainer = make("acgan", (2,))
     gan.d_class_loss_on_fake = on_fake
-    asked = []  # the (z, y) the trainer draws for its fake batch
-    sample_inputs = trainer.sample_inputs
-
-    def record_inputs(n):
-        asked.append(sample_inputs(n))
-        return asked[-1]
-
-    trainer.sample_inputs = record_inputs
+    asked, _ = record_drawn_inputs(trainer, gan)  # the (z, y) drawn for each fake batch
     real, y = real_batch(gan, N)
     rec = Recorder(gan.discriminator)
     trainer.discriminator_step(real, y)

@@ -71,9 +71,10 @@ def gradcheck(layer, x, h=1e-6):
              for _, module in layer.modules()]
     try:
         return _gradcheck(layer, x, h)
-    finally:  # forward updated the running statistics in place: put the copies back
+    finally:  # forward updated the running statistics in place: copy the saved values back
         for module, buffers in saved:
-            module.buffers = buffers
+            for k, value in buffers.items():
+                module.buffers[k][...] = value
         layer.zero_grad()
 
 
