@@ -93,6 +93,31 @@ def test_batchnorm_momentum_may_be_zero_or_one(momentum):
     np.testing.assert_array_equal(backend.to_host(var), expected[1])  # unbiased: / (m - 1)
 
 
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda: nn.LeakyReLU(0.2), (1, 2)),
+    (lambda: nn.BatchNorm1d(2), (3, 2)),
+    (lambda: nn.BatchNorm1d(2).eval(), (3, 2)),
+    (lambda: nn.BatchNorm2d(2), (3, 2, 2, 2)),
+], ids=["leaky_relu", "batchnorm_train", "batchnorm_eval", "batchnorm2d"])
+@pytest.mark.parametrize("dtype", [np.int64, np.uint8])
+def test_layers_with_constants_in_the_inputs_dtype_refuse_integer_input(make, shape, dtype):
+    """Their slope and eps take x's dtype: int(0.2) = 0 turned [-5, 5] into [0, 5], eps
+    became 0, and eval-mode BatchNorm failed inside a ufunc. PyTorch refuses these too."""
+    layer = make()
+    with raises_one_line(ValueError, repr(layer), "floating-point input", np.dtype(dtype).name):
+        layer.forward(device_zeros(*shape, dtype=dtype))
+
+
+def test_integer_input_to_other_layers_follows_numpys_promotion():
+    """What the module docstring says: int64 makes a float32 Dense's output float64,
+    uint8 leaves it float32; ReLU keeps integers integers."""
+    dense = nn.Dense(3, 2)
+    assert dense.forward(device_zeros(1, 3, dtype=np.int64)).dtype == np.float64
+    assert dense.forward(device_zeros(1, 3, dtype=np.uint8)).dtype == np.float32
+    x = backend.to_device(np.array([[-5, 5]]))
+    np.testing.assert_array_equal(backend.to_host(nn.ReLU().forward(x)), [[0, 5]])
+
 # -- a spatial size the kernel does not fit ---------------------------------------------
 
 @pytest.mark.parametrize("kernel, padding, size, fits", [

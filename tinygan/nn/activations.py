@@ -1,7 +1,7 @@
 """Elementwise activations. For y = f(x) applied elementwise, dL/dx = dL/dy * f'(x)."""
 
 from tinygan.backend import xp
-from tinygan.nn.module import Module, check_grad
+from tinygan.nn.module import Module, check_floating, check_grad
 
 
 class ReLU(Module):
@@ -40,6 +40,7 @@ class LeakyReLU(Module):
         return f"negative_slope={self.negative_slope}"
 
     def forward(self, x):
+        check_floating(self, x)  # an integer x would make the slope int(a), 0 for 0.2
         a = x.dtype.type(self.negative_slope)
         if 0 <= self.negative_slope <= 1:
             slope = (x > 0).astype(x.dtype)  # 1 or 0

@@ -14,16 +14,19 @@ shape), and a backward before any forward is named as such (``Module.cache``). A
 keeps what its *last* forward needs, so forward and backward go in pairs (PyTorch keeps
 a graph per forward instead); ``Sequential`` refuses a second backward for one forward.
 Inputs are not cast: a layer computes in the dtype NumPy's promotion gives its input
-and params (a float64 or integer input makes a float32 layer's output float64), where
-PyTorch refuses mixed dtypes; keep data and layers float32 for training (``astype``).
+and params (a float64, int32 or int64 input makes a float32 layer's output float64; uint8
+or int16 leave it float32), where PyTorch refuses mixed dtypes; keep data and layers
+float32 for training (``astype``). LeakyReLU and BatchNorm, whose constants (the slope,
+eps) take the input's dtype, refuse integer input, as PyTorch's do (``check_floating``).
 ``requires_grad_(False)`` freezes a layer: its backward still returns the input
 gradient (the generator step needs it) but skips the parameter gradients.
 ``input_grad_(False)`` is the other half: for a network whose input is data or noise,
-nothing upstream learns from dL/dx, so its first layer with parameters skips that
-product and the network's backward returns None (PyTorch skips it likewise for inputs
-that do not require grad). Conditional networks keep it: their first layer's dL/dh
-also feeds the label embedding. ``frozen(net)`` and ``no_input_grad(net)`` apply the two
-switches for the length of a ``with`` block.
+nothing upstream learns from dL/dx, so its first layer with parameters, when that is a
+Dense, Conv2d or ConvTranspose2d, skips that product and the network's backward returns
+None (PyTorch skips it likewise for inputs that do not require grad). Conditional
+networks keep it: their first layer's dL/dh also feeds the label embedding.
+``frozen(net)`` and ``no_input_grad(net)`` apply the two switches for the length of a
+``with`` block.
 """
 
 import numbers
@@ -218,6 +221,15 @@ def check_input(layer, x, layout, channels=None):
     if len(shape) != len(layout) or (channels is not None and shape[1] != channels):
         dims = [str(channels) if d == "C" and channels is not None else d for d in layout]
         raise ValueError(f"{layer!r}: expected input of shape ({', '.join(dims)}), got {shape}")
+
+
+def check_floating(layer, x):
+    """Raise a one-line ValueError unless x holds floating-point numbers: a layer that
+    casts its constants to x's dtype would round them (a slope of 0.2 to 0, eps to 0)."""
+    check_array(repr(layer), x)
+    if not xp.issubdtype(x.dtype, xp.floating):
+        raise ValueError(f"{layer!r}: expected floating-point input, got {x.dtype} "
+                         "(cast it, e.g. x.astype(np.float32))")
 
 
 def check_grad(layer, dout, shape):

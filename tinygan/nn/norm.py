@@ -1,7 +1,7 @@
 """Batch normalisation over the batch (and spatial) axes, as torch.nn.BatchNorm1d/2d."""
 
 from tinygan.backend import xp
-from tinygan.nn.module import Module, check_grad, check_input, check_sizes
+from tinygan.nn.module import Module, check_floating, check_grad, check_input, check_sizes
 
 
 class _BatchNorm(Module):
@@ -45,6 +45,7 @@ class _BatchNorm(Module):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
 
     def _check(self, x):
+        check_floating(self, x)  # an integer x would round eps to 0 and break eval mode
         for layout in self.layouts[:-1]:
             if x.ndim == len(layout):
                 return check_input(self, x, layout, self.num_features)
