@@ -140,6 +140,39 @@ def test_class_accuracy_counts_argmax_hits():
     assert metrics.class_accuracy(logits, [0, 1, 2, 0, 0]) == pytest.approx(0.8)
 
 
+@pytest.mark.parametrize("labels", [np.arange(4)[:, None], np.array([0]), np.arange(5)])
+def test_class_accuracy_refuses_labels_that_are_not_one_per_row(labels):
+    """(4, 1) labels broadcast against (4,) argmaxes to a (4, 4) table: 0.25, not 1.0."""
+    with pytest.raises(ValueError, match=r"class_accuracy: expected labels of shape \(4,\)"):
+        metrics.class_accuracy(np.eye(4) * 5, labels)
+
+
+@pytest.mark.parametrize("bad", [np.zeros(4), np.zeros((0, 3))])
+def test_scores_refuse_logits_that_are_not_n_by_k(bad):
+    for score in (metrics.classifier_score, lambda x: metrics.class_accuracy(x, [])):
+        with pytest.raises(ValueError, match=r"expected logits of shape \(n, K\) with n >= 1"):
+            score(bad)
+
+
+def test_metrics_of_a_diverged_generator_are_nan_not_a_score_or_a_crash():
+    """NaN logits used to score 1.0 (every p > 0 test false); NaN features made eigh raise
+    LinAlgError, stopping a training run at its end-of-epoch evaluation."""
+    rng = np.random.default_rng(0)
+    good = rng.normal(size=(20, 3))
+    broken = good.copy()
+    broken[3, 1] = np.nan
+    assert np.isnan(metrics.classifier_score(broken))
+    assert np.isnan(metrics.classifier_score(np.array([[np.inf, 0.0], [0.0, 1.0]])))
+    assert np.isnan(metrics.class_accuracy(broken, np.zeros(20, dtype=int)))
+    infinite = good.copy()
+    infinite[0, 0] = np.inf
+    for a, b in ((broken, good), (good, broken), (infinite, good)):
+        assert np.isnan(metrics.fd(a, b))
+    assert np.isnan(metrics.frechet_distance(np.zeros(2), np.full((2, 2), np.nan),
+                                             np.zeros(2), np.eye(2)))
+    assert np.isfinite(metrics.classifier_score(good)) and np.isfinite(metrics.fd(good, good))
+
+
 # --------------------------------------------------------------------------- mode coverage
 
 
@@ -161,6 +194,13 @@ def test_coverage_on_hand_placed_samples():
     near_second = np.array([[1.05, 0.0], [0.95, 0.1], [2.0, 2.0]])
     assert metrics.mode_coverage(near_second, lopsided, 0.1) == {
         "modes": 1, "modes_total": 3, "hq_percent": pytest.approx(100 * 2 / 3)}
+
+
+@pytest.mark.parametrize("shape", [(4, 1), (4, 3), (8,)])
+def test_coverage_refuses_samples_of_another_dimension(shape):
+    """(n, 1) samples broadcast against (K, 2) centres and scored 0 modes without a word."""
+    with pytest.raises(ValueError, match=r"mode_coverage: expected samples of shape \(n, 2\)"):
+        metrics.mode_coverage(np.zeros(shape), data.TOY_DATASETS["ring"].centres, 0.1)
 
 
 @pytest.mark.parametrize("name", ["ring", "grid"])

@@ -84,16 +84,23 @@ def frechet_distance(mu1, s1, mu2, s2):
     """|mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr (S1 S2)^(1/2), in float64.
 
     The true value is never negative; a rounding error of ~1e-12 below 0 is returned as 0.
+    Statistics holding NaN or inf (a diverged generator's) give NaN: the distance is
+    undefined, and a training run's curves should show the gap rather than stop on it.
     """
     mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
     s1, s2 = np.asarray(s1, np.float64), np.asarray(s2, np.float64)
+    if not all(np.isfinite(a).all() for a in (mu1, s1, mu2, s2)):
+        return float("nan")
     d2 = float(np.sum((mu1 - mu2) ** 2))
     value = d2 + float(np.trace(s1) + np.trace(s2)) - 2 * trace_sqrt_product(s1, s2)
     return max(value, 0.0)
 
 
 def fd(features_a, features_b):
-    """The Fréchet distance between two sets of feature vectors, (n, d) and (m, d)."""
+    """The Fréchet distance between two sets of feature vectors, (n, d) and (m, d);
+    NaN when either holds NaN or inf (see ``frechet_distance``)."""
+    if not (np.isfinite(features_a).all() and np.isfinite(features_b).all()):
+        return float("nan")
     return frechet_distance(*feature_statistics(features_a), *feature_statistics(features_b))
 
 
@@ -111,7 +118,11 @@ def classifier_score(logits):
     """exp(E_x KL(p(y|x) || p(y))) with p(y) = E_x p(y|x), over all n rows at once.
 
     KL(p || q) = sum_k p_k (log p_k - log q_k); terms with p_k = 0 contribute 0.
+    Logits holding NaN or inf (a diverged generator's) give NaN, not a score.
     """
+    logits = check_logits("classifier_score", logits)
+    if not np.isfinite(logits).all():
+        return float("nan")
     p = softmax(logits)
     p_y = p.mean(axis=0, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -120,8 +131,24 @@ def classifier_score(logits):
 
 
 def class_accuracy(logits, labels):
-    """Share of samples whose most likely class is the label they were generated for."""
-    return float(np.mean(np.asarray(logits).argmax(axis=1) == np.asarray(labels)))
+    """Share of samples whose most likely class is the label they were generated for
+    (NaN when a row of logits holds NaN: its most likely class is undefined)."""
+    logits, labels = check_logits("class_accuracy", logits), np.asarray(labels)
+    if labels.shape != logits.shape[:1]:  # (n, 1) labels would broadcast to (n, n)
+        raise ValueError(f"class_accuracy: expected labels of shape ({len(logits)},), one per "
+                         f"row of logits, got {labels.shape}")
+    if np.isnan(logits).any():
+        return float("nan")
+    return float(np.mean(logits.argmax(axis=1) == labels))
+
+
+def check_logits(owner, logits):
+    """logits as a host array, after a one-line ValueError unless they are (n, K), n >= 1."""
+    logits = np.asarray(logits)
+    if logits.ndim != 2 or len(logits) == 0:
+        raise ValueError(f"{owner}: expected logits of shape (n, K) with n >= 1, "
+                         f"got {logits.shape}")
+    return logits
 
 
 # ------------------------------------------------------------------------ 2-D mode coverage
@@ -135,6 +162,9 @@ def mode_coverage(samples, centres, sigma):
     """
     samples = np.asarray(samples, dtype=np.float64)
     centres = np.asarray(centres, dtype=np.float64)
+    if samples.ndim != 2 or samples.shape[1:] != centres.shape[1:]:  # (n, 1) would broadcast
+        raise ValueError(f"mode_coverage: expected samples of shape (n, {centres.shape[1]}) "
+                         f"like the centres, got {samples.shape}")
     distances = np.linalg.norm(samples[:, None, :] - centres[None, :, :], axis=2)  # (n, K)
     nearest = distances.argmin(axis=1)
     high_quality = distances.min(axis=1) <= 3 * sigma
