@@ -252,6 +252,56 @@ def test_optimizer_state_from_another_model_is_refused():
         other.load_state_dict({})
 
 
+def stepped(make_optimizer):
+    """An optimizer over a fresh Dense(3, 2) after one step on random gradients."""
+    rng = host_rng(5)
+    opt = make_optimizer(nn.Dense(3, 2))
+    for _, module, key in opt.entries:
+        module.grads[key] = backend.to_device(rng.standard_normal(module.params[key].shape))
+    opt.step()
+    return opt
+
+
+OPTIMIZER_KINDS = {
+    "sgd": lambda net: optim.SGD(net, lr=0.1),
+    "sgd_momentum": lambda net: optim.SGD(net, lr=0.1, momentum=0.9),
+    "adam": lambda net: optim.Adam(net, lr=0.1),
+    "rmsprop": lambda net: optim.RMSprop(net, lr=0.1),
+    "rmsprop_momentum": lambda net: optim.RMSprop(net, lr=0.1, momentum=0.9),
+}
+
+
+@pytest.mark.parametrize("source", OPTIMIZER_KINDS)
+@pytest.mark.parametrize("target", OPTIMIZER_KINDS)
+def test_optimizer_state_of_another_kind_is_refused(source, target):
+    """Adam given SGD's state used to restart its moments at t = 1 without a word, and
+    SGD kept RMSprop's momentum_buffer as its own; each kind keeps only its own entries."""
+    state = stepped(OPTIMIZER_KINDS[source]).state_dict()
+    opt = OPTIMIZER_KINDS[target](nn.Dense(3, 2))
+    if source == target or source == "sgd":  # plain SGD keeps nothing: any kind's fresh state
+        opt.load_state_dict(state)
+        assert opt.state_dict().keys() == state.keys()
+        return
+    owner = f"{type(opt).__name__}.load_state_dict"
+    with raises_one_line(KeyError, owner, "weight"):
+        opt.load_state_dict(state)
+    assert opt.state == {}  # nothing half-loaded
+
+
+def test_optimizer_state_with_a_missing_or_unknown_entry_is_refused():
+    state = stepped(OPTIMIZER_KINDS["adam"]).state_dict()
+    opt = optim.Adam(nn.Dense(3, 2), lr=0.1)
+    partial = {k: v for k, v in state.items() if k != "weight/step"}
+    with raises_one_line(KeyError, "Adam.load_state_dict", "'weight'", "lacks ['step']"):
+        opt.load_state_dict(partial)  # used to fail at the next step() with KeyError: 'step'
+    with raises_one_line(KeyError, "Adam.load_state_dict", "'weight/bogus'",
+                         "['step', 'exp_avg', 'exp_avg_sq']"):
+        opt.load_state_dict({**state, "weight/bogus": state["weight/exp_avg"]})
+    with raises_one_line(TypeError, "Adam.load_state_dict", "'weight/exp_avg'", "array", "list"):
+        opt.load_state_dict({**state, "weight/exp_avg": [[0.0] * 3] * 2})
+    assert opt.state == {}
+
+
 @pytest.mark.parametrize("make, fragments", [
     (lambda: nn.Dense(-1, 3), ["Dense", "in_features", "positive int", "-1"]),
     (lambda: nn.Dense(3, 2.0), ["Dense", "out_features", "2.0"]),

@@ -45,6 +45,10 @@ class Optimizer:
     def update(self, param, grad, state):
         raise NotImplementedError
 
+    def state_names(self):
+        """The entries ``update`` keeps per param (after its first update), by torch's names."""
+        raise NotImplementedError
+
     def state_dict(self):
         flat = {"step_count": self.step_count}
         for name, entries in self.state.items():
@@ -53,8 +57,10 @@ class Optimizer:
         return flat
 
     def load_state_dict(self, flat):
-        """Restore a ``state_dict()``: names and shapes are checked against this
-        optimizer's params before anything changes; arrays take the param's dtype."""
+        """Restore a ``state_dict()``: names, entries and shapes are checked against this
+        optimizer's params and kind before anything changes; arrays take the param's dtype.
+        (Another optimizer's state, Adam's loaded into RMSprop say, would otherwise be kept
+        unused or restart the moments without a word.)"""
         owner = type(self).__name__ + ".load_state_dict"
         if "step_count" not in flat:
             raise KeyError(f"{owner}: no 'step_count' entry: not an optimizer state")
@@ -68,14 +74,23 @@ class Optimizer:
                 raise KeyError(f"{owner}: state {key!r} belongs to no parameter of this "
                                f"model (its parameters: {sorted(params)})")
             param = params[name]
+            if k not in self.state_names():
+                raise KeyError(f"{owner}: {key!r} is not a state entry of this optimizer, "
+                               f"whose entries are {list(self.state_names())}")
             if k == "step":  # stays a Python int: reading a device scalar would sync the GPU
                 value = int(value)
+            elif not hasattr(value, "shape"):
+                raise TypeError(f"{owner}: {key!r} must be an array, got {type(value).__name__}")
             elif tuple(value.shape) != tuple(param.shape):
                 raise ValueError(f"{owner}: {key!r} has shape {tuple(value.shape)}, "
                                  f"expected {tuple(param.shape)} like its parameter")
             else:
                 value = xp.asarray(value).astype(param.dtype, copy=True)
             state.setdefault(name, {})[k] = value
+        for name, entries in state.items():  # a param's entries come all together or not at all
+            missing = [k for k in self.state_names() if k not in entries]
+            if missing:
+                raise KeyError(f"{owner}: the state of {name!r} lacks {missing}")
         self.step_count, self.state = int(flat["step_count"]), state
 
 
@@ -93,6 +108,9 @@ class SGD(Optimizer):
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("SGD: nesterov needs a momentum > 0 and dampening 0")
         self.momentum, self.dampening, self.nesterov = momentum, dampening, nesterov
+
+    def state_names(self):
+        return ("momentum_buffer",) if self.momentum else ()
 
     def update(self, param, grad, state):
         if self.weight_decay:
@@ -130,6 +148,9 @@ class Adam(Optimizer):
             check_range("Adam", f"betas[{i}]", beta, 0, 1)
         check_range("Adam", "eps", eps, 0)
         self.betas, self.eps = betas, eps
+
+    def state_names(self):
+        return ("step", "exp_avg", "exp_avg_sq")
 
     def update(self, param, grad, state):
         b1, b2 = self.betas
@@ -172,6 +193,9 @@ class RMSprop(Optimizer):
         check_range("RMSprop", "eps", eps, 0)
         check_range("RMSprop", "momentum", momentum, 0)
         self.alpha, self.eps, self.momentum = alpha, eps, momentum
+
+    def state_names(self):
+        return ("square_avg", "momentum_buffer") if self.momentum else ("square_avg",)
 
     def update(self, param, grad, state):
         if self.weight_decay:
