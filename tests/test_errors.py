@@ -568,6 +568,18 @@ def test_bce_with_logits_rejects_integer_logits():
         losses.bce_with_logits(backend.to_device(np.array([1, 2])), 0.5)
 
 
+@pytest.mark.parametrize("loss, name", [
+    (losses.wasserstein_generator, "wasserstein_critic"),
+    (lambda d: losses.wasserstein_critic(d, False), "wasserstein_critic"),
+    (lambda d: losses.cross_entropy(d, backend.to_device(np.zeros(2, dtype=np.int64))),
+     "cross_entropy"),
+])
+def test_other_losses_reject_integer_scores(loss, name):
+    """The Wasserstein gradient, +-1/n, was cast to the scores' integer dtype: all zeros."""
+    with raises_one_line(ValueError, name, "floating-point", "int64"):
+        loss(backend.to_device(np.array([[3, -1], [2, 5]])))
+
+
 # -- state dicts -------------------------------------------------------------------------
 
 def small_net():

@@ -375,6 +375,18 @@ def test_cross_entropy_of_an_empty_batch_is_nan_like_torch():
     assert dlogits.shape == (0, 4)
 
 
+@pytest.mark.parametrize("loss", [losses.wasserstein_generator,
+                                  lambda d: losses.wasserstein_critic(d, False)])
+def test_wasserstein_of_an_empty_batch_is_nan_like_torch(loss):
+    """It used to raise a bare ZeroDivisionError (the gradient's 1/n)."""
+    expected = -torch.zeros((0, 1), dtype=torch.float64).mean()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # NumPy's "mean of empty slice"
+        value, dscores = loss(backend.to_device(np.zeros((0, 1))))
+    assert math.isnan(float(value)) and math.isnan(expected.item())
+    assert dscores.shape == (0, 1)
+
+
 @pytest.mark.parametrize("real", [True, False])
 def test_wasserstein_critic_matches_torch(real):
     scores = host_rng(16).standard_normal((10, 1))

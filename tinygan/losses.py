@@ -6,6 +6,15 @@ from tinygan.backend import xp
 from tinygan.nn.module import check_array
 
 
+def check_scores(name, scores, what="logits"):
+    """One-line errors unless ``scores`` is a floating-point array: with integer scores
+    the gradient (fractions of 1/n) would be rounded to integers, mostly 0. An empty
+    batch is let through: as in torch, its mean loss is NaN and its gradient empty."""
+    check_array(name, scores, f"an array of {what}")
+    if not xp.issubdtype(scores.dtype, xp.floating):
+        raise ValueError(f"{name}: expected floating-point {what}, got {scores.dtype}")
+
+
 def _check_same_shape(name, logits, target):
     if logits.shape != target.shape:
         raise ValueError(f"{name}: logits shape {tuple(logits.shape)} and target shape "
@@ -21,9 +30,7 @@ def bce_with_logits(logits, target):
     which never exponentiates a positive number, so it is stable for any x.
     Gradient: dl/dx = s(x) - t; with the mean over n elements, dL/dx = (s(x) - t) / n.
     """
-    check_array("bce_with_logits", logits, "an array of logits")
-    if not xp.issubdtype(logits.dtype, xp.floating):  # the target would be cast to int
-        raise ValueError(f"bce_with_logits: expected floating-point logits, got {logits.dtype}")
+    check_scores("bce_with_logits", logits)  # integer logits would cast the target to int
     target = xp.asarray(target, dtype=logits.dtype)
     if target.ndim == 0:
         target = xp.full(logits.shape, target, dtype=logits.dtype)
@@ -43,7 +50,7 @@ def cross_entropy(logits, labels):
     Gradient: dl_n/dx_nk = softmax(x_n)_k - [k == y_n]; with the mean over N rows,
     dL/dx = (softmax(x) - onehot(y)) / N. This is the only softmax: models output logits.
     """
-    check_array("cross_entropy", logits, "an array of logits")
+    check_scores("cross_entropy", logits)
     check_array("cross_entropy", labels, "an array of labels")
     if logits.ndim != 2 or labels.shape != (logits.shape[0],):
         raise ValueError(f"cross_entropy: expected logits (N, K) and labels (N,), got "
@@ -71,12 +78,12 @@ def wasserstein_critic(scores, real):
     on a real batch L = -mean(D), dL/dD = -1/n; on a fake batch L = +mean(D), dL/dD = +1/n.
     The critic's loss is the sum of the two calls. ``real`` says which batch this is:
     True or False, not a target array as bce_with_logits takes."""
-    check_array("wasserstein_critic", scores, "an array of scores")
+    check_scores("wasserstein_critic", scores, "scores")
     if not isinstance(real, (bool, xp.bool_)):
         raise TypeError(f"wasserstein_critic: real must be True (a real batch) or False, "
                         f"got {type(real).__name__}")
     sign = -1 if real else 1
-    n = scores.size
+    n = max(scores.size, 1)  # an empty batch: a NaN mean, as torch's, and an empty gradient
     return sign * scores.mean(), xp.full(scores.shape, sign / n, dtype=scores.dtype)
 
 
