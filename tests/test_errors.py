@@ -109,6 +109,19 @@ def test_layers_with_constants_in_the_inputs_dtype_refuse_integer_input(make, sh
         layer.forward(device_zeros(*shape, dtype=dtype))
 
 
+@pytest.mark.parametrize("dtype", [np.int64, "int32", bool, np.complex64])
+def test_astype_refuses_a_dtype_that_is_not_floating_point(dtype):
+    """Cast to int64, every weight (all in (-1, 1)) became 0, for good: astype casts only
+    floating-point arrays, so astype(np.float32) afterwards left them int64."""
+    net = nn.Sequential(nn.Dense(3, 4), nn.BatchNorm1d(4))
+    before = {k: backend.to_host(v).copy() for k, v in net.state_dict().items()}
+    with raises_one_line(TypeError, "Sequential.astype", "floating-point dtype"):
+        net.astype(dtype)
+    for k, v in net.state_dict().items():
+        np.testing.assert_array_equal(backend.to_host(v), before[k])
+        assert v.dtype == before[k].dtype
+
+
 def test_integer_input_to_other_layers_follows_numpys_promotion():
     """What the module docstring says: int64 makes a float32 Dense's output float64,
     uint8 leaves it float32; ReLU keeps integers integers."""

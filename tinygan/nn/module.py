@@ -145,7 +145,14 @@ class Module:
         return self.train(False)
 
     def astype(self, dtype):
-        """Cast every floating-point param and buffer (float32 to train, float64 to check)."""
+        """Cast every floating-point param and buffer (float32 to train, float64 to check).
+
+        The dtype must be a floating-point one, as torch's ``Module.to`` requires: cast to
+        integers, the weights (all in (-1, 1)) would become 0, and no later astype could
+        bring them back (only floating-point arrays are cast)."""
+        if not xp.issubdtype(xp.dtype(dtype), xp.floating):
+            raise TypeError(f"{type(self).__name__}.astype: expected a floating-point dtype "
+                            f"(float32 to train, float64 to check gradients), got {dtype!r}")
         for _, module in self.modules():
             for store in (module.params, module.buffers):
                 for k, v in store.items():
