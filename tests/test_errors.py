@@ -131,6 +131,7 @@ def test_integer_input_to_other_layers_follows_numpys_promotion():
     x = backend.to_device(np.array([[-5, 5]]))
     np.testing.assert_array_equal(backend.to_host(nn.ReLU().forward(x)), [[0, 5]])
 
+
 # -- a spatial size the kernel does not fit ---------------------------------------------
 
 @pytest.mark.parametrize("kernel, padding, size, fits", [
@@ -155,6 +156,19 @@ def test_conv_transpose2d_empty_output(padding):
         layer.forward(device_zeros(1, 1, 1, 1))
     assert nn.ConvTranspose2d(1, 2, 3, padding=1).forward(device_zeros(1, 1, 1, 1)).shape == (
         1, 2, 1, 1)
+
+
+@pytest.mark.parametrize("make", [lambda: nn.ConvTranspose2d(1, 2, 3),
+                                  lambda: nn.Conv2d(1, 2, 1, padding=1)],
+                         ids=["transpose", "conv_padded"])
+@pytest.mark.parametrize("size", [(0, 5), (5, 0)])
+def test_conv_layers_refuse_an_empty_spatial_input(make, size):
+    """A 0x5 input made a 2x7 transposed-conv output of bias values only, and a padded
+    Conv2d one of the padding alone; torch refuses both."""
+    layer = make()
+    with raises_one_line(ValueError, repr(layer), f"{size[0]}x{size[1]}", "is empty",
+                         "at least 1x1"):
+        layer.forward(device_zeros(1, 1, *size))
 
 
 # -- bad constructor arguments ----------------------------------------------------------

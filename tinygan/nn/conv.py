@@ -61,6 +61,14 @@ def pair(value, what, minimum=1):
     return tuple(int(v) for v in pair_)
 
 
+def check_not_empty(layer, h, w):
+    """As torch: an input with no rows or columns has nothing to convolve (padding alone
+    would otherwise make up an output of bias values)."""
+    if h < 1 or w < 1:
+        raise ValueError(f"{layer!r}: input of spatial size {h}x{w} is empty; expected at "
+                         "least 1x1")
+
+
 def to_chwn(x):
     """(N, C, H, W) -> contiguous (C, H, W, N). A view when x came from ``to_nchw``
     (or from elementwise work on such an array), else one transposing copy."""
@@ -224,6 +232,7 @@ class Conv2d(Module):
                 f"stride={self.stride}, padding={self.padding}")
 
     def output_size(self, h, w):
+        check_not_empty(self, h, w)
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         out = ((h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1)
         if h + 2 * ph < kh or w + 2 * pw < kw:
@@ -319,6 +328,7 @@ class ConvTranspose2d(Module):
 
     def padded_size(self, h, w):
         """Size of the uncropped output: (H-1)*s + k + output_padding per axis."""
+        check_not_empty(self, h, w)
         (kh, kw), (sh, sw), (oph, opw) = self.kernel_size, self.stride, self.output_padding
         hp, wp = (h - 1) * sh + kh + oph, (w - 1) * sw + kw + opw
         ph, pw = self.padding
