@@ -35,6 +35,19 @@ def test_image_grid_clips_out_of_range_values_and_keeps_colour_channels():
     np.testing.assert_array_equal(grid[0, 0], [0.0, 0.5, 1.0])
 
 
+@pytest.mark.parametrize("shape, rows, fragment", [
+    ((4, 5, 5, 1), 2, "(N, C, H, W) with C = 1 or 3"),  # channels last: C = 5
+    ((4, 5, 5), 2, "(N, C, H, W)"),
+    ((4, 1, 5, 5), 0, "rows must be a positive int"),
+    ((4, 1, 5, 5), 1.5, "rows must be a positive int"),
+])
+def test_image_grid_refuses_other_layouts_and_row_counts(shape, rows, fragment):
+    """Channels-last images made a meaningless (10, 2, 5) picture; rows=0 divided by zero."""
+    with pytest.raises(ValueError, match=r"^image_grid: .*" + fragment.replace("(", r"\(")
+                       .replace(")", r"\)")):
+        plots.image_grid(np.zeros(shape, np.float32), rows)
+
+
 @pytest.fixture
 def drawn(monkeypatch):
     """The figures plots saves, kept for inspection (they are still written and closed)."""
@@ -87,3 +100,19 @@ def test_figures_are_written_whole_and_closed_even_when_the_write_fails(tmp_path
         plots.save_scatter(blocked / "scatter.png", points, points)
     assert plt.get_fignums() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocked", "grid.png"]
+
+
+def test_curves_draw_numpy_numbers_and_skip_non_finite_ones_in_the_scale(tmp_path, drawn):
+    """Metrics held as np.float32 / np.int64 were left out (an isinstance test on int and
+    float); a NaN (a diverged generator's FD) leaves a gap but does not decide the scale."""
+    history = [{"step": 1, "d_loss": 1.0, "g_loss": 2.0}]
+    metrics = [{"step": 1, "epoch": 1, "fd": np.float32(30.0), "modes": np.int64(8),
+                "flag": True},
+               {"step": 2, "epoch": 2, "fd": np.float64(np.nan), "modes": np.int64(7),
+                "flag": False}]
+    plots.save_curves(tmp_path / "c.png", history, metrics)
+    scores = drawn[0].axes[1]
+    lines = {line.get_label(): list(line.get_ydata()) for line in scores.get_lines()}
+    assert lines.keys() == {"fd", "modes"}  # not the bool
+    assert lines["modes"] == [8, 7] and lines["fd"][0] == 30.0 and np.isnan(lines["fd"][1])
+    assert scores.get_yscale() == "log"

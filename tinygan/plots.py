@@ -1,5 +1,7 @@
 """Pictures of a run: sample grids, 2-D scatters and loss curves (host side, Matplotlib)."""
 
+import numbers
+
 import matplotlib
 
 matplotlib.use("Agg")  # files only: works on machines without a display
@@ -23,6 +25,11 @@ def save_figure(fig, path):
 def image_grid(images, rows):
     """(N, C, H, W) in [-1, 1] -> one (rows*H, cols*W[, C]) image in [0, 1], row-major."""
     images = np.asarray(images)
+    if images.ndim != 4 or images.shape[1] not in (1, 3):  # (N, H, W, C) would scramble
+        raise ValueError(f"image_grid: expected images of shape (N, C, H, W) with C = 1 or 3, "
+                         f"got {images.shape}")
+    if not (isinstance(rows, numbers.Integral) and rows >= 1):
+        raise ValueError(f"image_grid: rows must be a positive int, got {rows!r}")
     n, c, h, w = images.shape
     cols = -(-n // rows)
     canvas = np.ones((rows * h, cols * w, c), dtype=np.float32)
@@ -79,12 +86,13 @@ def save_curves(path, history, metrics=None):
         ax = axes[0, 1]
         names = sorted({k for m in metrics for k in m if k not in ("step", "epoch")})
         for name in names:
-            points = [(m["step"], m[name]) for m in metrics
-                      if isinstance(m.get(name), (int, float))]
+            points = [(m["step"], m[name]) for m in metrics  # NumPy numbers too, not bools
+                      if isinstance(m.get(name), numbers.Real)
+                      and not isinstance(m.get(name), bool)]
             if points:
                 steps, values = zip(*points)
                 ax.plot(steps, values, marker="o", label=name, linewidth=1)
-        values = [v for line in ax.get_lines() for v in line.get_ydata()]
+        values = [v for line in ax.get_lines() for v in line.get_ydata() if np.isfinite(v)]
         if values and min(values) > 0:  # FD (hundreds) and scores (units) share the panel
             ax.set_yscale("log")
         ax.set_xlabel("step")
