@@ -99,6 +99,8 @@ def _damage(tmp_path, kind):
         "empty": b"",
         "three bytes": good[:3],
         "no dimensions": bytes([0, 0, 8, 0, 1]),
+        # 65536^4 = 2^64 overflowed np.prod to 0 bytes: a bare reshape error followed
+        "huge sizes": bytes([0, 0, 8, 4]) + (65536).to_bytes(4, "big") * 4 + bytes([1, 2, 3, 4]),
     }.get(kind, good)
     blob = gzip.compress(raw)
     if kind == "not gzip":
@@ -123,6 +125,8 @@ def _damage(tmp_path, kind):
         ("empty", "too short"),
         ("three bytes", "only 3 bytes, too short"),
         ("no dimensions", "bad IDX magic 0x00000800"),
+        ("huge sizes", f"truncated: header sizes {(65536,) * 4} need {2**64} bytes of data, "
+                       "file has 4"),
         ("not gzip", "not a valid gzip file (Not a gzipped file"),
         ("bad crc", "not a valid gzip file (CRC check failed)"),
         ("truncated gzip", "truncated gzip"),
@@ -592,6 +596,7 @@ def test_batches_reject_bad_arguments():
         data.batches(x, None, 4)
     with pytest.raises(ValueError, match="3 images but 2 labels"):
         data.batches(x, np.zeros(2), 2)
-    with pytest.raises(ValueError, match="batch_size must be at least 1, got 0"):
-        data.batches(x, None, 0)
+    for bad in (0, 2.0, 1.5, True):  # a float used to fail only at the first batch
+        with pytest.raises(ValueError, match=f"batch_size must be a positive int, got {bad}"):
+            data.batches(x, None, bad)
     assert [b.shape for b, _ in data.batches(x, None, 1)] == [(1, 2)] * 3  # the smallest

@@ -221,6 +221,19 @@ def test_dropout_probability_out_of_range():
             nn.Dropout(p)
 
 
+def test_dropout_takes_float16_and_refuses_integers():
+    """float16 failed inside NumPy's generator (it draws float32 or float64 only);
+    integers cannot hold x / (1 - p), and torch refuses them too."""
+    layer = nn.Dropout(0.5)
+    x = backend.to_device(np.ones((50, 40), np.float16))
+    y = backend.to_host(layer.forward(x))
+    assert y.dtype == np.float16 and set(np.unique(y)) == {0.0, 2.0}
+    assert 0.4 < (y == 0).mean() < 0.6
+    np.testing.assert_array_equal(backend.to_host(layer.backward(x)), y)  # dx = dout * mask
+    with raises_one_line(ValueError, "Dropout(p=0.5)", "floating-point input", "int64"):
+        layer.forward(device_zeros(2, 3, dtype=np.int64))
+
+
 @pytest.mark.parametrize("cls", [optim.SGD, optim.Adam, optim.RMSprop])
 def test_optimizer_learning_rate_must_not_be_negative(cls):
     """As torch: lr < 0 is refused, lr = 0 is allowed (the optimizer then changes nothing)."""

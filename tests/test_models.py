@@ -196,6 +196,21 @@ def test_conditional_discriminator_gradients():
     assert max(errors.values()) < 1e-6, errors
 
 
+def test_conditional_networks_name_inputs_that_are_not_a_matching_pair():
+    """Without the pair, x was unpacked into rows (N = 2: rows 0 and 1 as x and y); labels
+    of another length failed inside NumPy's concatenate, naming neither."""
+    g = models.build("cgan", (2,), num_classes=3).generator
+    z = backend.to_device(np.zeros((2, 2), np.float32))
+    with pytest.raises(TypeError, match=r"^Conditional: expected the pair \(x, y\).*ndarray"):
+        g.forward(z)
+    with pytest.raises(ValueError, match=r"^Conditional: expected one label per row of x "
+                                         r"\(2\), got labels of shape \(3,\)$"):
+        g.forward((z, backend.to_device(np.zeros(3, np.int64))))
+    with pytest.raises(TypeError, match=r"^Conditional: expected an array of labels for y, "
+                                        r"got list$"):
+        g.forward((z, [0, 1]))
+
+
 def test_conditional_discriminator_input_gradient_has_image_shape():
     gan = models.build("cgan", (1, 28, 28), num_classes=K)
     x = randn(host_rng(3), N, 1, 28, 28).astype(np.float32)

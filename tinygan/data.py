@@ -20,6 +20,7 @@ on the host with NumPy; ``batches`` moves each batch to the active backend once.
 import gzip
 import hashlib
 import http.client
+import math
 import os
 import sys
 import tempfile
@@ -32,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from tinygan import backend, files
+from tinygan.nn.module import is_int
 
 DATASETS = ("mnist", "fashion-mnist")
 SPLITS = ("train", "test", "all")
@@ -129,7 +131,7 @@ def read_idx(path):
         raise DataError(f"{path}: truncated IDX header ({len(raw)} bytes, need {header})")
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_IDX_DTYPES[type_code])
-    expected = int(np.prod(shape)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: np.prod would overflow
     payload = len(raw) - header
     if payload != expected:
         what = "truncated" if payload < expected else "trailing bytes"
@@ -438,8 +440,8 @@ def batches(images, labels, batch_size, rng=None, drop_last=True, dtype=None):
     Call again for the next epoch. Arguments are checked here, not at the first batch.
     """
     n = len(images)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if not (is_int(batch_size) and batch_size >= 1):  # 2.0 would fail at the first batch
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if labels is not None and len(labels) != n:
         raise ValueError(f"{n} images but {len(labels)} labels")
     if drop_last and n < batch_size:

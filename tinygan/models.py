@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from tinygan import nn, optim
 from tinygan.backend import xp
 from tinygan.nn import init
-from tinygan.nn.module import check_sizes, is_int
+from tinygan.nn.module import check_array, check_sizes, is_int
 
 FAMILIES = ("gan", "dcgan", "cgan", "acgan", "wgan")
 
@@ -47,7 +47,15 @@ class Conditional(nn.Module):
         return [("embed", self.embed), ("net", self.net)]
 
     def forward(self, inputs):
+        if not (isinstance(inputs, (tuple, list)) and len(inputs) == 2):
+            raise TypeError(f"Conditional: expected the pair (x, y), an input batch and its "
+                            f"labels, got {type(inputs).__name__}")
         x, y = inputs
+        check_array("Conditional", x, "an array for x")
+        check_array("Conditional", y, "an array of labels for y")
+        if tuple(y.shape[:1]) != tuple(x.shape[:1]):  # concatenate would name neither
+            raise ValueError(f"Conditional: expected one label per row of x ({x.shape[0]}), "
+                             f"got labels of shape {tuple(y.shape)}")
         self.cache = x.shape
         flat = x.reshape(x.shape[0], -1)
         return self.net.forward(xp.concatenate([flat, self.embed.forward(y)], axis=1))

@@ -5,7 +5,7 @@ import math
 from tinygan import backend
 from tinygan.backend import xp
 from tinygan.nn import init
-from tinygan.nn.module import Module, check_array, check_grad, check_sizes
+from tinygan.nn.module import Module, check_array, check_floating, check_grad, check_sizes
 
 
 class Dropout(Module):
@@ -26,10 +26,13 @@ class Dropout(Module):
         return f"p={self.p}"
 
     def forward(self, x):
+        check_floating(self, x)  # as torch: an integer x cannot hold x / (1 - p)
         if not self.training or self.p == 0:
             self.cache = None
             return x
-        draws = backend.rng().random(x.shape, dtype=x.dtype)
+        # the generator draws float32 or float64 only: a float16 x gets float32 draws
+        draw_dtype = x.dtype if x.dtype in (xp.float32, xp.float64) else xp.float32
+        draws = backend.rng().random(x.shape, dtype=draw_dtype)
         # the mask takes x's memory order (empty_like), so y and dx keep the batch-last
         # layout a convolution handed over (tinygan.nn.conv) instead of coming back NCHW
         mask = xp.greater_equal(draws, self.p, out=xp.empty_like(x))  # 1 = keep, 0 = drop
