@@ -229,6 +229,28 @@ def test_scale_lr_scales_both_optimizers_from_their_initial_rates():
     trainer.scale_lr(0.5)
     trainer.scale_lr(0.25)  # relative to the initial rate, not compounding
     assert trainer.g_opt.lr == trainer.d_opt.lr == 2.5e-4
+    for bad in (-0.5, float("inf"), float("nan"), None):  # -0.5 made both rates negative
+        with pytest.raises(ValueError, match=r"^scale_lr: scale must be a finite number >= 0"):
+            trainer.scale_lr(bad)
+    assert trainer.g_opt.lr == trainer.d_opt.lr == 2.5e-4
+    trainer.scale_lr(0)  # a rate of 0 freezes, as an optimizer built with lr=0
+    assert trainer.g_opt.lr == trainer.d_opt.lr == 0
+
+
+@pytest.mark.parametrize("step", [-1, 10, 11])
+def test_decay_scale_refuses_a_step_outside_the_run(step):
+    """decay_scale(11, 10, 0.5) was -0.2: a negative learning rate without a word."""
+    with pytest.raises(ValueError, match=f"^decay_scale: step {step} is outside the run's "
+                                         "steps 0 to 9$"):
+        decay_scale(step, 10, 0.5)
+
+
+def test_trainer_step_names_real_samples_that_are_not_an_array():
+    trainer = Trainer(models.build("gan", (2,)))
+    with pytest.raises(TypeError, match=r"^Trainer.step: expected an array of real samples, "
+                                        "got list$"):
+        trainer.step([[0.0, 1.0], [1.0, 0.0]])
+    assert trainer.step_count == 0
 
 
 @pytest.mark.parametrize("shape, expected", [((2,), 0.5), ((1, 28, 28), 0.0)])

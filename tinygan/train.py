@@ -18,11 +18,13 @@ their schedule (n_critic, weight clipping); this file does not branch on the fam
 """
 
 import math
+import numbers
 from dataclasses import dataclass
 
 from tinygan import backend, losses, optim
 from tinygan.backend import xp
 from tinygan.nn import frozen, no_input_grad
+from tinygan.nn.module import check_array
 
 
 @dataclass
@@ -67,6 +69,8 @@ def decay_scale(step, total, fraction):
     Late in training the updates stop overshooting, so samples settle onto the modes
     instead of jittering around them.
     """
+    if not 0 <= step < total:  # past the end the multiplier would turn negative
+        raise ValueError(f"decay_scale: step {step} is outside the run's steps 0 to {total - 1}")
     decay_steps = fraction * total
     if decay_steps <= 0:
         return 1.0
@@ -95,6 +99,8 @@ class Trainer:
 
     def scale_lr(self, scale):
         """Set both optimizers' learning rates to ``scale`` times their initial values."""
+        if not (isinstance(scale, numbers.Real) and 0 <= scale < math.inf):
+            raise ValueError(f"scale_lr: scale must be a finite number >= 0, got {scale!r}")
         self.g_opt.lr, self.d_opt.lr = (lr * scale for lr in self.base_lr)
 
     # -- losses: the only place where families differ --------------------------------
@@ -193,6 +199,7 @@ class Trainer:
         would make the GPU wait and copy to the host every step, so callers convert
         only when they log.
         """
+        check_array("Trainer.step", real, "an array of real samples")
         result = {"d_loss": self.discriminator_step(real, labels)}
         self.step_count += 1  # after the D update: a step that raised does not count
         if self.step_count % self.gan.n_critic == 0:
