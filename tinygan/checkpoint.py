@@ -115,11 +115,24 @@ def load_run(path, keys=RUN_KEYS):
 
 
 def restore(trainer, states, meta):
-    """Load saved states into a trainer built from the same configuration."""
+    """Load saved states into a trainer built from the same configuration.
+
+    All or nothing: each part checks its state before changing anything, and when a
+    later part is refused (D's after G's was loaded, say) the earlier ones are put back,
+    so the trainer is left as it was."""
     gan = trainer.gan
-    gan.generator.load_state_dict(states["generator"])
-    gan.discriminator.load_state_dict(states["discriminator"])
-    trainer.g_opt.load_state_dict(states["g_opt"])
-    trainer.d_opt.load_state_dict(states["d_opt"])
+    parts = [(gan.generator, "generator"), (gan.discriminator, "discriminator"),
+             (trainer.g_opt, "g_opt"), (trainer.d_opt, "d_opt")]
+    loaded = []  # (part, its state before) for the parts changed so far
+    try:
+        for part, group in parts:
+            before = {k: v.copy() if hasattr(v, "copy") else v
+                      for k, v in part.state_dict().items()}
+            part.load_state_dict(states[group])
+            loaded.append((part, before))
+    except Exception:
+        for part, before in loaded:
+            part.load_state_dict(before)
+        raise
     trainer.step_count = meta["trainer_step"]
     backend.set_rng_state(meta["rng"])
