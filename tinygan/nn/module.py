@@ -13,6 +13,10 @@ checked (``check_input``), and so is dout (``check_grad``: it must have the outp
 shape), and a backward before any forward is named as such (``Module.cache``). A layer
 keeps what its *last* forward needs, so forward and backward go in pairs (PyTorch keeps
 a graph per forward instead); ``Sequential`` refuses a second backward for one forward.
+The cache holds references, not copies (copies would cost memory and time every step):
+Dense keeps its input x, Tanh and Sigmoid their output y. Changing those arrays in place
+between forward and backward (``y += noise``) changes the gradients without a word,
+where PyTorch raises; write ``y = y + noise`` instead, as tinygan's trainer does.
 Inputs are not cast: a layer computes in the dtype NumPy's promotion gives its input
 and params (a float64, int32 or int64 input makes a float32 layer's output float64; uint8
 or int16 leave it float32), where PyTorch refuses mixed dtypes; keep data and layers
