@@ -1,7 +1,7 @@
 """Elementwise activations. For y = f(x) applied elementwise, dL/dx = dL/dy * f'(x)."""
 
 from tinygan.backend import xp
-from tinygan.nn.module import Module, check_floating, check_grad
+from tinygan.nn.module import Module, check_array, check_floating, check_grad
 
 
 class ReLU(Module):
@@ -14,6 +14,7 @@ class ReLU(Module):
     """
 
     def forward(self, x):
+        check_array(repr(self), x)
         self.cache = (x > 0).astype(x.dtype)
         return xp.maximum(x, x.dtype.type(0))
 
@@ -58,6 +59,7 @@ class Tanh(Module):
     """y = tanh(x);  f'(x) = 1 - tanh(x)^2 = 1 - y^2, so dx = dout * (1 - y^2)."""
 
     def forward(self, x):
+        check_array(repr(self), x)
         self.cache = xp.tanh(x)
         return self.cache
 
@@ -77,6 +79,7 @@ class Sigmoid(Module):
     """y = 1/(1+e^-x);  f'(x) = y(1-y), so dx = dout * y * (1 - y)."""
 
     def forward(self, x):
+        check_array(repr(self), x)
         self.cache = sigmoid(x)
         return self.cache
 

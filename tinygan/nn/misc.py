@@ -57,6 +57,7 @@ class Flatten(Module):
     """
 
     def forward(self, x):
+        check_array(repr(self), x)
         if x.ndim < 2:  # as torch: a bare (N,) vector has no axes to flatten
             raise ValueError(f"{self!r}: expected input of shape (N, ...) with at least 2 "
                              f"axes, got {tuple(x.shape)}")
@@ -89,6 +90,7 @@ class Reshape(Module):
         return ", ".join(map(str, self.shape))
 
     def forward(self, x):
+        check_array(repr(self), x)
         self.cache = x.shape
         size = math.prod(self.shape)
         if x.ndim < 1 or x.size != x.shape[0] * size:
