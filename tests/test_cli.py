@@ -6,6 +6,7 @@ Downloads are pointed at a closed local port and the cache at an empty folder, s
 test can reach the network or pick up files from outside tmp_path.
 """
 
+import argparse
 import gzip
 import importlib.util
 import io
@@ -569,6 +570,11 @@ def test_version(capsys):
     (["train", "--lr", "nan"], "argument --lr: must be a positive number, got nan"),
     (["train", "--backend", "tpu"], "invalid choice: 'tpu'"),
     (["sample"], "the following arguments are required: --checkpoint"),
+    (["eval"], "the following arguments are required: --checkpoint"),
+    (["classifier"], "tinygan classifier: error: the following arguments are required: {train}"),
+    (["train", "--instance-noise", "inf"], "argument --instance-noise: must be a non-negative "
+                                           "number, got inf"),
+    (["train", "--label-noise", "1"], "argument --label-noise: must be in [0, 1), got 1"),
     (["eval", "--checkpoint", "c.npz", "--n", "1"], "argument --n: must be an integer >= 2, got 1"),
     # a misspelt flag is reported by its command, whose --help lists the right ones
     (["train", "--stpes", "5"], "tinygan train: error: unrecognized arguments: --stpes 5 "
@@ -582,6 +588,29 @@ def test_bad_arguments(capsys, argv, match):
     assert code == 2
     assert len(err) == 1 and err[0].startswith("tinygan"), err
     assert match in err[0]
+
+
+@pytest.mark.parametrize("kind, accepted, refused", [
+    (cli.positive_int, "1", "0"), (cli.at_least_two, "2", "1"),
+    (cli.non_negative_int, "0", "-1"), (cli.positive_float, "1e-300", "0"),
+    (cli.non_negative_float, "0", "-1e-300"), (cli.probability, "0", "1"),
+    (cli.probability, "0.999", "-0.001"), (cli.fraction, "1", "1.001"), (cli.fraction, "0", "-0.1"),
+])
+def test_argument_types_at_their_edges(kind, accepted, refused):
+    """Each flag type accepts the edge value its message names and refuses the next one out."""
+    assert kind(accepted) == float(accepted)
+    with pytest.raises(argparse.ArgumentTypeError, match=f"^must be .*, got {refused}$"):
+        kind(refused)
+
+
+def test_classifier_train_hands_its_flags_and_defaults_on(monkeypatch):
+    calls = []
+    monkeypatch.setattr(cli.classifier, "train_command", lambda *args: calls.append(args))
+    assert cli.main(["classifier", "train", "--data", "mnist"]) == 0
+    assert cli.main(["classifier", "train", "--data", "fashion-mnist", "--epochs", "3",
+                     "--out", "c.npz", "--seed", "7"]) == 0
+    # (data, data_dir, epochs, out, seed): seed 0 and the per-dataset epochs by default
+    assert calls == [("mnist", None, None, None, 0), ("fashion-mnist", None, 3, "c.npz", 7)]
 
 
 def test_bad_values_found_while_running(tmp_path, capsys):
