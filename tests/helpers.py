@@ -5,6 +5,7 @@ Inputs are drawn on the host with NumPy and moved to the backend under test with
 So every test that uses these helpers runs unchanged under ``TINYGAN_BACKEND=cupy``.
 """
 
+import gzip
 import os
 
 import numpy as np
@@ -67,3 +68,12 @@ def pythonpath_with(folder):
     absolute, as the children run in other folders."""
     given = os.environ.get("PYTHONPATH", "").split(os.pathsep)
     return os.pathsep.join([str(folder), *(os.path.abspath(p) for p in given if p)])
+
+
+def write_idx(path, array, magic=None):
+    """Write ``array`` (uint8) as an IDX file, gzipped when the name ends in .gz."""
+    magic = magic if magic is not None else bytes([0, 0, 0x08, array.ndim])
+    header = magic + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    raw = header + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(raw) if path.suffix == ".gz" else raw)
+    return path

@@ -12,6 +12,7 @@ import warnings
 
 import numpy as np
 import pytest
+from helpers import write_idx
 from http_server import closed_port_url, serve_directory, serve_not_http
 
 from tinygan import backend, data
@@ -39,15 +40,6 @@ def cache(tmp_path, monkeypatch):
 def real_data(data_dir, cache):
     """The shared real-data folder, with an empty cache so only data_dir can answer."""
     return data_dir
-
-
-def write_idx(path, array, magic=None):
-    """Write ``array`` (uint8) as an IDX file, gzipped when the name ends in .gz."""
-    magic = magic if magic is not None else bytes([0, 0, 0x08, array.ndim])
-    header = magic + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    raw = header + array.astype(np.uint8).tobytes()
-    path.write_bytes(gzip.compress(raw) if path.suffix == ".gz" else raw)
-    return path
 
 
 def write_split(folder, split, n, n_labels=None, suffix=".gz"):

@@ -6,13 +6,13 @@ The tests on real data share one classifier trained with the shipped defaults (a
 30 s of one CPU core); they skip when MNIST is absent, like every real-data test.
 """
 
-import gzip
 import json
 from dataclasses import asdict
 
 import numpy as np
 import pytest
 from conftest import data_root
+from helpers import write_idx
 
 from tinygan import backend, checkpoint, classifier, cli, data, metrics, models, nn, optim, runner
 from tinygan.train import Trainer
@@ -393,13 +393,6 @@ def test_cli_missing_data_dir_fails_at_once(tmp_path, capsys, command):
 
 
 # ------------------------------------------------------------- `tinygan classifier train`
-
-
-def write_idx(path, array):
-    """``array`` (uint8) as a gzipped IDX file."""
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big")
-                                                        for d in array.shape)
-    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
 
 
 def test_cli_classifier_train_on_a_small_synthetic_set(tmp_path, monkeypatch, capsys):

@@ -8,9 +8,13 @@ the targets the trainer used are t = sigmoid(L) - n * grad.
 """
 
 import contextlib
+import dataclasses
+import re
+import time
 
 import numpy as np
 import pytest
+from helpers import write_idx
 
 from tinygan import backend, data, models, nn, runner, train
 from tinygan.train import Trainer, Tricks, decay_scale
@@ -270,6 +274,69 @@ def test_plan_of_a_run_from_its_config_and_the_data_size():
     assert plan(runner.RunConfig(steps=7, batch_size=1000), 10_500, (2,)) == (1000, 10, 7)
     with pytest.raises(ValueError, match="batch size 512 is larger than the 100 training"):
         plan(runner.RunConfig(batch_size=512), 100, (2,))
+    assert plan(runner.RunConfig(batch_size=100), 100, (2,)) == (100, 1, 80)  # one full batch
+
+
+def test_run_config_defaults_and_unknown_data():
+    config = runner.RunConfig()
+    assert (config.model, config.data, config.seed, config.evaluate) == ("gan", "ring", 0, True)
+    with pytest.raises(ValueError, match="^unknown data 'cifar'; choose one of: ring, grid, "
+                                         "mnist, fashion-mnist$"):
+        runner.load_training_data(runner.RunConfig(data="cifar"))
+
+
+def test_image_data_has_as_many_classes_as_labels_run_to(tmp_path):
+    """num_classes is the largest label + 1: a CGAN on it gets one embedding row per class."""
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    write_idx(folder / "t10k-images-idx3-ubyte.gz", np.zeros((30, 28, 28), np.uint8))
+    write_idx(folder / "t10k-labels-idx1-ubyte.gz", np.arange(30) % 7)
+    with pytest.warns(UserWarning, match="holds 30 of the official"):
+        images, labels, num_classes = runner.load_training_data(
+            runner.RunConfig(data="mnist", data_dir=str(tmp_path)))
+    assert num_classes == 7 and images.shape == (30, 1, 28, 28) and labels.shape == (30,)
+
+
+def test_a_run_on_points_takes_their_default_batch_and_decay(tmp_path, monkeypatch):
+    """No batch_size or lr_decay given: batches of 256 (64 are for images) and the rate
+    falling over the second half (images: no decay), as plan and decay_fraction say."""
+    seen, step = [], Trainer.step
+
+    def recording_step(trainer, x, *args):
+        seen.append((x.shape[0], trainer.g_opt.lr, trainer.d_opt.lr))
+        return step(trainer, x, *args)
+
+    monkeypatch.setattr(Trainer, "step", recording_step)
+    runner.run(runner.RunConfig(steps=4, evaluate=False, out=str(tmp_path)), progress=False)
+    scales = [1.0, 1.0, 1.0, 0.5]  # decay_scale(step, 4, 0.5)
+    assert seen == [(256, 2e-4 * s, 2e-4 * s) for s in scales]
+
+
+PROGRESS_LINE = re.compile(r"^step (\d+)/300 \[(#*) *\] d_loss \d+\.\d{4} g_loss \d+\.\d{4} "
+                           r"[\d,]+ img/s$")
+
+
+def test_a_run_records_its_history_time_epoch_and_speed(tmp_path, capsys):
+    """300 steps: a history record every step (300 // 200 = 1), the time the steps took,
+    the fraction of an epoch done, images per second, and (not on a terminal, progress
+    on by default) a progress line at every tenth of the run. Extended to 450 steps, the
+    speed counts the steps since it resumed, over the time since then."""
+    config = runner.RunConfig(steps=300, batch_size=8, evaluate=False, out=str(tmp_path))
+    start = time.perf_counter()
+    meta = runner.run(config)
+    elapsed = time.perf_counter() - start
+    assert [r["step"] for r in meta["history"]] == list(range(1, 301))
+    assert 0 < meta["time_s"] <= elapsed
+    assert meta["epoch"] == 300 / (runner.TOY_SIZE // 8)
+    assert meta["images_per_second"] == pytest.approx(300 * 8 / meta["time_s"], rel=0.3)
+    lines = [PROGRESS_LINE.match(line) for line in capsys.readouterr().err.splitlines()]
+    assert all(lines) and [int(m[1]) for m in lines] == list(range(30, 301, 30))
+    assert [len(m[2]) for m in lines] == [int(24 * k / 10) for k in range(1, 11)]
+
+    more = runner.run(dataclasses.replace(config, steps=450),
+                      resume=str(tmp_path / "checkpoint.npz"), progress=False)
+    assert more["images_per_second"] == pytest.approx(
+        150 * 8 / (more["time_s"] - meta["time_s"]), rel=0.3)
 
 
 BAD_SETTINGS = [(dict(epochs=0), "epochs must be a positive int, got 0"),
@@ -279,6 +346,7 @@ BAD_SETTINGS = [(dict(epochs=0), "epochs must be a positive int, got 0"),
                 (dict(epochs=1, steps=5), "give epochs or steps, not both"),
                 (dict(seed=-1), "seed must be an int >= 0, got -1"),
                 (dict(lr=0.0), "lr must be a positive number, got 0.0"),
+                (dict(lr=float("inf")), "lr must be a positive number, got inf"),
                 (dict(lr_decay=1.5), "lr_decay must be a fraction in"),
                 (dict(label_smoothing=1.5), r"label_smoothing must be in \[0, 1\], got 1.5"),
                 (dict(flip_labels=-1.0), r"flip_labels must be in \[0, 1\], got -1.0"),
