@@ -237,8 +237,10 @@ def test_dropout_takes_float16_and_refuses_integers():
 @pytest.mark.parametrize("cls", [optim.SGD, optim.Adam, optim.RMSprop])
 def test_optimizer_learning_rate_must_not_be_negative(cls):
     """As torch: lr < 0 is refused, lr = 0 is allowed (the optimizer then changes nothing)."""
-    for lr in (-1e-3, "0.1", None):
-        with raises_one_line(ValueError, cls.__name__, "lr", ">= 0"):
+    with raises_one_line(ValueError, cls.__name__, "lr must be >= 0, got -0.001"):
+        cls(nn.Dense(2, 2), lr=-1e-3)
+    for lr, kind in (("0.1", "str"), (None, "NoneType")):
+        with raises_one_line(ValueError, cls.__name__, f"lr must be a number, got {kind}"):
             cls(nn.Dense(2, 2), lr=lr)
     cls(nn.Dense(2, 2), lr=0.0)
 
@@ -265,6 +267,14 @@ BAD_OPTIMIZER_ARGUMENTS = [
 def test_bad_optimizer_arguments(cls, kwargs, fragments):
     with raises_one_line(ValueError, *fragments):
         cls(nn.Dense(2, 2), lr=1e-3, **kwargs)
+
+
+def test_optimizer_arguments_that_are_no_number_are_named_as_such():
+    """A 0-d array lr was refused as "lr must be >= 0, got array(0.001)": true of its value."""
+    with raises_one_line(ValueError, "Adam: lr must be a number, got ndarray array(0.001)"):
+        optim.Adam(nn.Dense(2, 2), lr=np.array(1e-3))
+    with raises_one_line(ValueError, "RMSprop: eps must be a number, got str '1e-8'"):
+        optim.RMSprop(nn.Dense(2, 2), eps="1e-8")
 
 
 def test_clip_value_must_not_be_negative():

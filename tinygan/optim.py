@@ -12,7 +12,10 @@ from tinygan.backend import xp
 
 def check_range(owner, name, value, low, high=None):
     """One-line ValueError unless low <= value (< high), as torch checks its arguments."""
-    if not (isinstance(value, numbers.Real) and low <= value and (high is None or value < high)):
+    if not isinstance(value, numbers.Real):  # an array (even 0-d) or a string is no number
+        raise ValueError(f"{owner}: {name} must be a number, got {type(value).__name__} "
+                         f"{value!r}")
+    if not (low <= value and (high is None or value < high)):
         allowed = f">= {low}" if high is None else f"in [{low}, {high})"
         raise ValueError(f"{owner}: {name} must be {allowed}, got {value!r}")
 
