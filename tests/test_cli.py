@@ -154,6 +154,8 @@ def test_sample_draws_from_the_saved_generator(tmp_path, capsys, monkeypatch, ki
     assert np.array_equal(sample("--label", 3, "--seed", 5)[1], first)
     assert not np.allclose(sample("--label", 3, "--seed", 6)[1], first)
     assert sample()[0].tolist() == [i % classes for i in range(12)]
+    assert np.array_equal(sample()[1], sample("--seed", 0)[1])  # the default seed is 0
+    assert sample("--label", 0)[0].tolist() == [0] * 12  # the first class is a class
     # sampling neither trains BatchNorm's statistics nor leaves G in eval mode
     statistics = {k: np.array(backend.to_host(v)) for k, v in gan.generator.state_dict().items()
                   if "running" in k}
@@ -759,6 +761,9 @@ def test_bad_sample_labels(tmp_path, capsys):
     assert_one_line_error(capsys, "sample", "--checkpoint", tmp_path / "cgan" / "checkpoint.npz",
                           "--label", 8, "--out", tmp_path / "s.png",
                           match="--label must be in [0, 8), got 8")
+    assert_one_line_error(capsys, "sample", "--checkpoint", tmp_path / "cgan" / "checkpoint.npz",
+                          "--label", -1, "--out", tmp_path / "s.png",
+                          match="--label must be in [0, 8), got -1")
 
 
 @pytest.mark.skipif(cupy_works(), reason="CuPy runs on a GPU here")
