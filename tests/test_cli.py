@@ -23,7 +23,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from helpers import cupy_works, pythonpath_with
+from helpers import cupy_works, pythonpath_with, write_idx
 from http_server import closed_port_url, serve_stalled_download
 
 import tinygan
@@ -577,6 +577,14 @@ def test_version(capsys):
     (["train", "--instance-noise", "inf"], "argument --instance-noise: must be a non-negative "
                                            "number, got inf"),
     (["train", "--label-noise", "1"], "argument --label-noise: must be in [0, 1), got 1"),
+    # an empty path (an unset shell variable) fell back to the default: --resume "" started
+    # a fresh run over the old one, --data-dir "" searched the current folder
+    (["train", "--resume", ""], "argument --resume: must be a path, got an empty string"),
+    (["train", "--out", " "], "argument --out: must be a path, got an empty string"),
+    (["train", "--data-dir", ""], "argument --data-dir: must be a path, got an empty string"),
+    (["sample", "--checkpoint", ""], "argument --checkpoint: must be a path"),
+    (["eval", "--checkpoint", "c.npz", "--classifier", ""], "argument --classifier: must be a"),
+    (["classifier", "train", "--data", "mnist", "--out", ""], "argument --out: must be a path"),
     (["eval", "--checkpoint", "c.npz", "--n", "1"], "argument --n: must be an integer >= 2, got 1"),
     # a misspelt flag is reported by its command, whose --help lists the right ones
     (["train", "--stpes", "5"], "tinygan train: error: unrecognized arguments: --stpes 5 "
@@ -862,3 +870,95 @@ def test_sigterm_during_a_download_leaves_no_partial_file(tmp_path):
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert err.splitlines()[-1] == "tinygan: terminated"
     assert list((cache / "mnist").iterdir()) == []
+
+
+# -- outputs that must not land on other files --------------------------------------------
+
+
+def test_outputs_are_checked_before_the_work_and_never_replace_a_checkpoint(tmp_path, capsys,
+                                                                          monkeypatch):
+    """eval --out r/checkpoint.npz replaced the checkpoint with JSON; --out FOLDER failed
+    only after the evaluation; sample --out d/.png wrote an empty file and left the picture
+    under a temporary name; classifier train --out replaced a GAN checkpoint."""
+    saved, _ = trained_checkpoint(tmp_path, capsys, "points")
+    before = saved.read_bytes()
+    monkeypatch.setattr(cli.metrics, "evaluate_checkpoint", lambda *a: pytest.fail("evaluated"))
+    for out in (saved, tmp_path / "report.txt", tmp_path):
+        assert_one_line_error(capsys, "eval", "--checkpoint", saved, "--out", out,
+                              match=f"--out {out}: expected the path of a .json file to write")
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    assert_one_line_error(capsys, "sample", "--checkpoint", saved, "--out", folder / ".png",
+                          match="expected the path of a .png file to write")
+    assert os.listdir(folder) == []
+    assert_one_line_error(capsys, "classifier", "train", "--data", "mnist", "--out", saved,
+                          match=f"--out {saved}: that file is not a tinygan classifier; "
+                                "refusing to overwrite it")
+    assert saved.read_bytes() == before
+
+
+def test_data_dir_is_refused_for_points_rather_than_ignored(tmp_path, capsys):
+    saved, _ = trained_checkpoint(tmp_path, capsys, "points")
+    assert_one_line_error(capsys, "train", "--data", "ring", "--data-dir", tmp_path, "--steps", 1,
+                          "--out", tmp_path / "r2", match="data_dir (--data-dir) applies to "
+                                                          "image data (mnist, fashion-mnist)")
+    assert_one_line_error(capsys, "eval", "--checkpoint", saved, "--data-dir", tmp_path,
+                          match="data_dir (--data-dir) holds real images; ")
+
+
+def small_image_folder(folder, n):
+    """n random 28x28 images labelled i % 10, as MNIST's test split in folder/mnist."""
+    (folder / "mnist").mkdir(parents=True)
+    images = np.random.default_rng(n).integers(0, 256, (n, 28, 28))
+    write_idx(folder / "mnist" / "t10k-images-idx3-ubyte.gz", images)
+    write_idx(folder / "mnist" / "t10k-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    return folder
+
+
+def test_a_resumed_run_goes_on_with_its_own_data(tmp_path, capsys, empty_cache):
+    """Resumed on a folder with other images, it trained on them without a word (its
+    epochs and batch order count the samples); with the run's folder gone, the message
+    named a --data-dir flag the user never gave."""
+    first, other = small_image_folder(tmp_path / "a", 30), small_image_folder(tmp_path / "b", 40)
+    out = tmp_path / "run"
+    assert run(capsys, "train", "--data", "mnist", "--data-dir", first, "--steps", 2,
+               "--batch-size", 10, "--no-eval", "--out", out, "--quiet")[0] == 0
+    resume = ("train", "--resume", out / "checkpoint.npz", "--steps", 4, "--quiet")
+    code, _, err = run(capsys, *resume, "--data-dir", other)  # after the test-split warning
+    assert code == 1 and err[-1] == (
+        "tinygan train: error: the resumed run trained on 30 samples, but the mnist data found "
+        f"now in {other} has 40; resume it with the same data (--data-dir)")
+    first.rename(tmp_path / "moved")
+    assert_one_line_error(capsys, *resume, match=f"the run's data folder {first} no longer "
+                                                 "exists; pass --data-dir with the real images")
+    assert run(capsys, *resume, "--data-dir", tmp_path / "moved")[0] == 0
+
+
+def test_resuming_a_backup_does_not_overwrite_the_later_checkpoint_beside_it(tmp_path, capsys):
+    out = tmp_path / "run"
+    train = ("train", "--batch-size", 1000, "--no-eval", "--quiet")
+    assert run(capsys, *train, "--steps", 2, "--out", out)[0] == 0
+    shutil.copy(out / "checkpoint.npz", out / "step2.npz")
+    assert run(capsys, *train, "--resume", out / "checkpoint.npz", "--steps", 6)[0] == 0
+    later = (out / "checkpoint.npz").read_bytes()
+    assert_one_line_error(capsys, *train, "--resume", out / "step2.npz", "--steps", 4,
+                          match=f"resuming step 2 would overwrite {out / 'checkpoint.npz'}, "
+                                "which is at step 6; write elsewhere (--out)")
+    assert (out / "checkpoint.npz").read_bytes() == later
+    assert run(capsys, *train, "--resume", out / "step2.npz", "--steps", 4,
+               "--out", tmp_path / "elsewhere")[0] == 0
+
+
+def test_ctrl_c_while_the_program_loads_is_one_line(monkeypatch, capsys):
+    """``tinygan`` imports NumPy and Matplotlib before main() can catch anything."""
+    import types
+
+    import tinygan.__main__ as entry
+
+    class Interrupted(types.ModuleType):
+        def __getattr__(self, name):
+            raise KeyboardInterrupt
+
+    monkeypatch.setitem(sys.modules, "tinygan.cli", Interrupted("tinygan.cli"))
+    assert entry.run() == 130
+    assert capsys.readouterr().err == "tinygan: interrupted\n"

@@ -1,6 +1,9 @@
 """tinygan.plots: the sample grid's layout and scaling, what the loss curves draw, and
 figures written whole and always freed. Everything here is host-side (NumPy, Matplotlib)."""
 
+import os
+import warnings
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
@@ -116,3 +119,23 @@ def test_curves_draw_numpy_numbers_and_skip_non_finite_ones_in_the_scale(tmp_pat
     assert lines.keys() == {"fd", "modes"}  # not the bool
     assert lines["modes"] == [8, 7] and lines["fd"][0] == 30.0 and np.isnan(lines["fd"][1])
     assert scores.get_yscale() == "log"
+
+
+def test_a_picture_before_any_loss_is_logged_has_no_empty_legend(tmp_path, drawn):
+    """A long run draws before its first history record: Matplotlib warned "No artists
+    with labels found to put in legend" onto the command's output."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plots.save_curves(tmp_path / "l.png", [], [{"step": 1, "epoch": 1}])
+    assert all(ax.get_legend() is None for ax in drawn[0].axes)
+
+
+def test_a_figure_is_written_in_its_own_format_whatever_the_name(tmp_path):
+    """Named ".png" (no stem), the temporary file had no extension, Matplotlib saved the
+    picture under that name + ".png" and the target got the empty temporary file."""
+    history = [{"step": 1, "d_loss": 1.0, "g_loss": 2.0}]
+    plots.save_curves(tmp_path / ".png", history)
+    plots.save_curves(tmp_path / "c.pdf", history)
+    assert (tmp_path / ".png").read_bytes().startswith(PNG)
+    assert (tmp_path / "c.pdf").read_bytes().startswith(b"%PDF")
+    assert sorted(os.listdir(tmp_path)) == [".png", "c.pdf"]

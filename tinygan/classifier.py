@@ -188,13 +188,19 @@ def train_command(name, data_dir=None, epochs=None, out=None, seed=0, stream=Non
     """``tinygan classifier train``: train on the fixed split, report, save; returns meta.
     The per-epoch log goes to ``stream``, by default sys.stderr as it is when called."""
     stream = stream or sys.stderr  # not bound at import: it may have been redirected since
-    (x_train, y_train), (x_held, y_held) = load_split(name, data_dir)
-    epochs = epochs or DEFAULT_EPOCHS[name]
     folder_name = "--out folder" if out else "cache folder"  # where the default path lies
     out = str(out or default_path(name))
-    if not out.endswith(".npz") or os.path.isdir(out):
+    if os.path.splitext(os.path.basename(out))[1] != ".npz" or os.path.isdir(out):
         raise ValueError(f"--out {out}: expected the path of a .npz file to write")
+    if os.path.isfile(out):  # retraining replaces a classifier, but nothing else
+        try:
+            load(out)
+        except ValueError:
+            raise ValueError(f"--out {out}: that file is not a tinygan classifier; refusing "
+                             "to overwrite it (choose another path)") from None
     files.check_writable(os.path.dirname(os.path.abspath(out)), folder_name)
+    (x_train, y_train), (x_held, y_held) = load_split(name, data_dir)  # may download: after
+    epochs = epochs or DEFAULT_EPOCHS[name]
     n_total = len(x_train) + len(x_held)
 
     def log(epoch, loss, seconds):

@@ -47,6 +47,14 @@ def number(text, kind, ok, expected):
     return value
 
 
+def path(text):
+    """argparse type for file and folder flags: an empty one (``--out ""``, an unset shell
+    variable) is an error, not a silent fall-back to the default or the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must be a path, got an empty string")
+    return text
+
+
 def positive_int(text):
     return number(text, int, lambda v: v >= 1, "a positive integer")
 
@@ -96,7 +104,8 @@ def add_train_parser(sub):
     p.add_argument("--model", choices=models.FAMILIES, help="default: gan")
     p.add_argument("--data", choices=list(data.TOY_DATASETS) + list(runner.IMAGE_DATA),
                    help="default: ring")
-    p.add_argument("--data-dir", help="folder with the IDX .gz files (or mnist/ etc. inside)")
+    p.add_argument("--data-dir", type=path,
+                   help="folder with the IDX .gz files (or mnist/ etc. inside)")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=positive_int)
     length.add_argument("--steps", type=positive_int)
@@ -108,8 +117,8 @@ def add_train_parser(sub):
                         "(default: 0.5 for 2-D data, 0 for images)")
     add_backend_argument(p)
     p.add_argument("--seed", type=non_negative_int, help="default: 0")
-    p.add_argument("--out", help="output folder (default: runs/MODEL-DATA)")
-    p.add_argument("--resume", metavar="FILE",
+    p.add_argument("--out", type=path, help="output folder (default: runs/MODEL-DATA)")
+    p.add_argument("--resume", type=path, metavar="FILE",
                    help="continue the run saved in this checkpoint, with its settings")
     p.add_argument("--z-dim", type=positive_int)
     tricks = p.add_argument_group("stabilisation tricks")
@@ -132,10 +141,10 @@ def add_train_parser(sub):
 def add_sample_parser(sub):
     p = sub.add_parser("sample", help="draw samples from a trained generator")
     p.set_defaults(parser=p)  # for errors found after parsing (run_command)
-    p.add_argument("--checkpoint", required=True, metavar="FILE")
+    p.add_argument("--checkpoint", type=path, required=True, metavar="FILE")
     p.add_argument("--n", type=positive_int, default=64)
     p.add_argument("--label", type=int, help="class to draw (conditional models)")
-    p.add_argument("--out", default="samples.png", metavar="FILE.png",
+    p.add_argument("--out", type=path, default="samples.png", metavar="FILE.png",
                    help="default: samples.png in the current folder (the run's own "
                         "samples.png beside the checkpoint is left alone)")
     p.add_argument("--seed", type=non_negative_int, default=0)
@@ -149,15 +158,17 @@ def add_eval_parser(sub):
                                    "a classifier's features and logits, its classifier score "
                                    "and, for conditional models, class accuracy.")
     p.set_defaults(parser=p)  # for errors found after parsing (run_command)
-    p.add_argument("--checkpoint", required=True, metavar="FILE")
-    p.add_argument("--classifier", metavar="FILE",
+    p.add_argument("--checkpoint", type=path, required=True, metavar="FILE")
+    p.add_argument("--classifier", type=path, metavar="FILE",
                    help="classifier checkpoint (default: the one `tinygan classifier train` "
                         "saved in the cache folder)")
     p.add_argument("--n", type=at_least_two,
                    help=f"samples per set, >= 2 (default: {metrics.IMAGE_SAMPLES} for images, "
                         f"{metrics.TOY_SAMPLES} for 2-D data as in VEEGAN/PacGAN)")
-    p.add_argument("--out", metavar="FILE.json", help="default: eval.json beside the checkpoint")
-    p.add_argument("--data-dir", help="folder with the real images (default: the run's)")
+    p.add_argument("--out", type=path, metavar="FILE.json",
+                   help="default: eval.json beside the checkpoint")
+    p.add_argument("--data-dir", type=path,
+                   help="folder with the real images (default: the run's)")
     p.add_argument("--seed", type=non_negative_int, default=0,
                    help="seed of the generator's noise")
     add_backend_argument(p)
@@ -172,10 +183,11 @@ def add_classifier_parser(sub):
                                        "and report its accuracy on the rest.")
     t.set_defaults(parser=t)  # for errors found after parsing (run_command)
     t.add_argument("--data", choices=data.DATASETS, required=True)
-    t.add_argument("--data-dir", help="folder with the IDX .gz files (or mnist/ etc. inside)")
+    t.add_argument("--data-dir", type=path,
+                   help="folder with the IDX .gz files (or mnist/ etc. inside)")
     t.add_argument("--epochs", type=positive_int,
                    help=", ".join(f"{k}: {v}" for k, v in classifier.DEFAULT_EPOCHS.items()))
-    t.add_argument("--out", metavar="FILE.npz",
+    t.add_argument("--out", type=path, metavar="FILE.npz",
                    help="default: classifier-DATA.npz in the cache folder, where eval looks")
     t.add_argument("--seed", type=non_negative_int, default=0)
     add_backend_argument(t)
@@ -186,6 +198,14 @@ RUN_FLAGS = ("model", "data", "data_dir", "epochs", "steps", "batch_size", "lr",
              "backend", "seed", "z_dim", "g_dropout", "label_smoothing", "label_noise",
              "flip_labels", "instance_noise", "minimax", "fake_class_loss")
 CHANGEABLE_ON_RESUME = ("epochs", "steps", "backend", "data_dir")
+
+
+def check_out_file(out, extension):
+    """--out must name a file with this extension (and a name before it: "d/.png" is
+    a hidden file with no extension), not a folder."""
+    name = os.path.basename(out)
+    if os.path.splitext(name)[1] != extension or os.path.isdir(out):
+        raise ValueError(f"--out {out}: expected the path of a {extension} file to write")
 
 
 def check_data_dir(folder):
@@ -242,6 +262,10 @@ def train(args):
         fields = {k: v for k, v in given.items() if v is not None}  # RunConfig's defaults
         model, data_name = (fields.get(k, getattr(runner.RunConfig, k)) for k in ("model", "data"))
         out = out or os.path.join("runs", f"{model}-{data_name}")
+    saved_dir = fields.get("data_dir") if args.resume and not given["data_dir"] else None
+    if saved_dir and not os.path.isdir(saved_dir):  # not a flag the user gave: say whose it is
+        raise ValueError(f"the run's data folder {saved_dir} no longer exists; pass --data-dir "
+                         "with the real images")
     check_data_dir(fields.get("data_dir"))
     if fields.get("data_dir"):  # absolute: a resumed run may start in another folder
         fields["data_dir"] = os.path.abspath(fields["data_dir"])
@@ -264,8 +288,7 @@ def train(args):
 
 def sample(args):
     backend.use(chosen_backend(args.backend))
-    if not args.out.endswith(".png") or os.path.isdir(args.out):
-        raise ValueError(f"--out {args.out}: expected the path of a .png file to write")
+    check_out_file(args.out, ".png")
     files.check_writable(os.path.dirname(os.path.abspath(args.out)), "--out folder")
     states, meta = checkpoint.load_run(args.checkpoint)
     config = meta["config"]
@@ -297,6 +320,7 @@ def evaluate(args):
     check_data_dir(args.data_dir)
     backend.use(chosen_backend(args.backend))
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "eval.json")
+    check_out_file(out, ".json")  # not after the evaluation; and never over a checkpoint
     files.check_writable(os.path.dirname(os.path.abspath(out)), "folder of the report")
     report = metrics.evaluate_checkpoint(args.checkpoint, args.classifier, args.n,
                                          args.data_dir, args.seed)

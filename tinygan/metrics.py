@@ -301,6 +301,9 @@ def evaluate_checkpoint(path, classifier_path=None, n=None, data_dir=None, seed=
         if classifier_path is not None:  # say so rather than ignore it
             raise ValueError(f"a classifier scores images; {path} was trained on 2-D points "
                              f"({config['data']}), which are scored by mode coverage")
+        if data_dir is not None:
+            raise ValueError(f"data_dir (--data-dir) holds real images; {path} was trained on "
+                             f"2-D points ({config['data']}), which are drawn, not read")
         report["n"] = n or TOY_SAMPLES
         report.update(evaluate_toy(gan, data.TOY_DATASETS[config["data"]], report["n"], seed))
         return report

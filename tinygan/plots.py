@@ -1,6 +1,7 @@
 """Pictures of a run: sample grids, 2-D scatters and loss curves (host side, Matplotlib)."""
 
 import numbers
+import os
 
 import matplotlib
 
@@ -17,7 +18,9 @@ def save_figure(fig, path):
     try:
         fig.tight_layout()
         with files.written_atomically(path) as tmp:
-            fig.savefig(tmp)
+            # the format named, not guessed from the temporary name: Matplotlib would add
+            # ".png" to a name without an extension and leave that file behind
+            fig.savefig(tmp, format=os.path.splitext(str(path))[1][1:] or "png")
     finally:
         plt.close(fig)
 
@@ -81,7 +84,8 @@ def save_curves(path, history, metrics=None):
             ax.plot(steps, values, label=key, linewidth=1)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
-    ax.legend(fontsize=8)
+    if ax.get_lines():  # no loss logged yet (a long run's first picture): no empty legend
+        ax.legend(fontsize=8)
     if metrics:
         ax = axes[0, 1]
         names = sorted({k for m in metrics for k in m if k not in ("step", "epoch")})
@@ -97,5 +101,6 @@ def save_curves(path, history, metrics=None):
             ax.set_yscale("log")
         ax.set_xlabel("step")
         ax.set_title("evaluation", fontsize=9)
-        ax.legend(fontsize=7)
+        if ax.get_lines():
+            ax.legend(fontsize=7)
     save_figure(fig, path)

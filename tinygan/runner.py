@@ -77,6 +77,9 @@ class RunConfig:
         check_sizes("RunConfig", **{name: getattr(self, name) for name in
                                     ("epochs", "steps", "batch_size", "z_dim")
                                     if getattr(self, name) is not None})
+        if self.data_dir and self.data in data.TOY_DATASETS:  # say so rather than ignore it
+            raise ValueError(f"RunConfig: data_dir (--data-dir) applies to image data "
+                             f"({', '.join(IMAGE_DATA)}); {self.data} is drawn, not read")
         if self.epochs is not None and self.steps is not None:
             raise ValueError(f"RunConfig: give epochs or steps, not both (got epochs="
                              f"{self.epochs}, steps={self.steps})")
@@ -192,11 +195,14 @@ def draw(out, gan, config, meta, real, z, y):
 
 
 def save_outputs(out, trainer, meta):
-    """Write metrics.json and the checkpoint for the current step."""
+    """Write the checkpoint and metrics.json for the current step.
+
+    The checkpoint first: stopped between the two (Ctrl-C), metrics.json lags one save
+    behind the checkpoint, which a resumed run rewrites, rather than running ahead of it."""
+    checkpoint.save(os.path.join(out, "checkpoint.npz"), trainer, meta)
     with files.written_atomically(os.path.join(out, "metrics.json")) as tmp, open(tmp, "w") as f:
         json.dump({k: meta[k] for k in ("config", "step", "epoch", "time_s", "images_per_second",
                                         "eval", "history")}, f, indent=1)
-    checkpoint.save(os.path.join(out, "checkpoint.npz"), trainer, meta)
 
 
 def plan(config, n_samples, sample_shape):
@@ -212,6 +218,26 @@ def plan(config, n_samples, sample_shape):
         # ring's modes are found but samples still sit far outside 3 sigma of their centres
         total = (config.epochs or (80 if len(sample_shape) == 1 else 5)) * steps_per_epoch
     return batch, steps_per_epoch, total
+
+
+def check_resumable(config, resume, saved, n_samples):
+    """One-line ValueErrors, before any work, for a resumed run that would go on with other
+    data than it started with (its epochs and batch order count those samples), or would
+    write over a checkpoint of a later step (a backup copy resumed inside its run folder)."""
+    if saved.get("n_samples", n_samples) != n_samples:  # runs saved before: not recorded
+        where = f" in {config.data_dir}" if config.data_dir else ""
+        raise ValueError(f"the resumed run trained on {saved['n_samples']:,} samples, but the "
+                         f"{config.data} data found now{where} has {n_samples:,}; resume "
+                         "it with the same data (--data-dir)")
+    target = os.path.join(config.out, "checkpoint.npz")
+    if os.path.isfile(target) and not os.path.samefile(target, resume):
+        try:
+            later = checkpoint.load_run(target, ("step",))[1]["step"]
+        except (ValueError, TypeError):  # unreadable: nothing to keep
+            return
+        if later > saved["step"]:
+            raise ValueError(f"resuming step {saved['step']} would overwrite {target}, which is "
+                             f"at step {later}; write elsewhere (--out)")
 
 
 def note_on(exception, text):
@@ -230,10 +256,11 @@ def run(config, resume=None, progress=True):
     trainer = build_trainer(config, real.shape[1:], num_classes)
     gan = trainer.gan
     meta = {"config": asdict(config), "data_shape": list(real.shape[1:]),
-            "model_options": gan.options, "step": 0, "epoch": 0, "time_s": 0.0,
-            "images_per_second": 0.0, "history": [], "eval": []}
+            "n_samples": len(real), "model_options": gan.options, "step": 0, "epoch": 0,
+            "time_s": 0.0, "images_per_second": 0.0, "history": [], "eval": []}
     if resume:
         states, saved = checkpoint.load_run(resume, checkpoint.RESUME_KEYS)
+        check_resumable(config, resume, saved, len(real))
         checkpoint.restore(trainer, states, saved)
         meta.update({k: saved[k] for k in ("step", "epoch", "time_s", "history", "eval")})
     z, y = fixed_inputs(trainer, config.seed)
