@@ -233,10 +233,12 @@ def test_an_unwritable_destination_is_named_not_the_temporary_file(tmp_path):
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
 def test_check_writable_tries_a_file_not_just_the_folder(tmp_path):
     """/proc exists but takes no new file, even for root (who may write any chmod-ed folder)."""
-    files.check_writable(tmp_path / "new", "output folder")
-    assert (tmp_path / "new").is_dir() and os.listdir(tmp_path / "new") == []
+    files.check_writable(tmp_path / "new" / "deeper", "output folder")
+    assert os.listdir(tmp_path) == []  # nothing made: a command that fails leaves no folders
     with pytest.raises(OSError, match="^output folder /proc: not writable "):
         files.check_writable("/proc", "output folder")
+    with pytest.raises(OSError, match="^output folder /proc/new/run: not writable "):
+        files.check_writable("/proc/new/run", "output folder")  # /proc is where they'd go
 
 
 def test_check_writable_names_a_file_where_the_folder_should_be(tmp_path):
@@ -245,8 +247,9 @@ def test_check_writable_names_a_file_where_the_folder_should_be(tmp_path):
     afile.write_text("a file\n")
     with pytest.raises(OSError, match=f"^output folder {afile} is a file, not a folder$"):
         files.check_writable(afile, "output folder")
-    with pytest.raises(OSError, match=f"^output folder {afile / 'run'}: not writable "):
-        files.check_writable(afile / "run", "output folder")  # a file further up
+    with pytest.raises(OSError, match=f"^output folder {afile / 'run' / 'x'}: {afile} is a "
+                                      "file, not a folder$"):
+        files.check_writable(afile / "run" / "x", "output folder")  # a file further up
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o002, 0o077], ids=["022", "002", "077"])

@@ -897,6 +897,18 @@ def test_outputs_are_checked_before_the_work_and_never_replace_a_checkpoint(tmp_
     assert saved.read_bytes() == before
 
 
+def test_a_command_that_fails_leaves_no_empty_folders(tmp_path, capsys):
+    """The output folders were made before the work that then failed."""
+    missing = tmp_path / "missing.npz"
+    assert_one_line_error(capsys, "train", "--model", "dcgan", "--out", tmp_path / "a" / "run",
+                          match="dcgan is convolutional and needs images")
+    assert_one_line_error(capsys, "eval", "--checkpoint", missing, "--out",
+                          tmp_path / "b" / "c" / "e.json", match="does not exist")
+    assert_one_line_error(capsys, "sample", "--checkpoint", missing, "--out",
+                          tmp_path / "d" / "s.png", match="does not exist")
+    assert os.listdir(tmp_path) == []
+
+
 def test_data_dir_is_refused_for_points_rather_than_ignored(tmp_path, capsys):
     saved, _ = trained_checkpoint(tmp_path, capsys, "points")
     assert_one_line_error(capsys, "train", "--data", "ring", "--data-dir", tmp_path, "--steps", 1,

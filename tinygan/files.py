@@ -45,13 +45,20 @@ def written_atomically(path):
 
 
 def check_writable(folder, what):
-    """Create ``folder`` and make sure a file can be written there, before hours of work
-    whose results would be lost; a one-line OSError naming ``what`` otherwise."""
-    if os.path.exists(folder) and not os.path.isdir(folder):
-        raise OSError(f"{what} {folder} is a file, not a folder")
+    """Make sure ``folder`` can be written (created, when it does not exist yet) before
+    hours of work whose results would be lost; a one-line OSError naming ``what`` otherwise.
+
+    Nothing is created here: a command that fails afterwards leaves no empty folders
+    behind. The test file goes into the nearest folder that exists, which is where the
+    missing ones will be made (``written_atomically`` makes them with the first file)."""
+    existing = os.path.abspath(folder)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        where = "" if existing == os.path.abspath(folder) else f": {existing}"
+        raise OSError(f"{what} {folder}{where} is a file, not a folder")
     try:
-        os.makedirs(folder, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as err:
         raise OSError(f"{what} {folder}: not writable ({err.strerror or err})") from None
