@@ -51,7 +51,7 @@ def run_demo(monkeypatch, capsys, name, *args):
                                                          "{tmp}/nowhere: no such folder"),
     # the output folder is checked before training, not after it
     ("gan_ring.py", ["--steps", "1", "--out", "{tmp}/file/run"], 1,
-     "gan_ring.py: error: --out folder {tmp}/file/run: not writable"),
+     "gan_ring.py: error: --out folder {tmp}/file/run: {tmp}/file is a file, not a folder"),
     ("wgan_grid.py", ["--steps", "1", "--out", "{tmp}/file"], 1,
      "wgan_grid.py: error: --out folder {tmp}/file is a file, not a folder"),
     # usage errors, as `tinygan` gives them: one line, the usage one --help away
