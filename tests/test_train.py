@@ -12,6 +12,7 @@ import dataclasses
 import os
 import re
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -300,6 +301,22 @@ def test_each_save_writes_the_checkpoint_before_metrics_json(tmp_path, monkeypat
                progress=False)
     saves = [name for name in written if name in ("checkpoint.npz", "metrics.json")]
     assert saves == ["checkpoint.npz", "metrics.json"] * 2
+
+
+def test_a_run_whose_losses_turn_nan_says_so_once(tmp_path):
+    """lr 1e300 ended with NaN weights and a NaN metrics.json without a word."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        runner.run(runner.RunConfig(steps=30, batch_size=1000, lr=1e300, evaluate=False,
+                                    out=str(tmp_path)), progress=False)
+    said = [str(w.message) for w in caught if "diverged" in str(w.message)]
+    assert len(said) == 1 and said[0].startswith("training diverged: the losses are not "
+                                                 "finite at step ")
+    assert said[0].endswith("a smaller learning rate (--lr) may help")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a healthy run says nothing
+        runner.run(runner.RunConfig(steps=3, batch_size=1000, evaluate=False,
+                                    out=str(tmp_path / "fine")), progress=False)
 
 
 def test_image_data_has_as_many_classes_as_labels_run_to(tmp_path):

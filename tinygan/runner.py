@@ -22,6 +22,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
@@ -240,6 +241,15 @@ def check_resumable(config, resume, saved, n_samples):
                              f"at step {later}; write elsewhere (--out)")
 
 
+def warn_diverged(record):
+    """A run whose losses turned NaN or inf goes on (as a PyTorch loop would), but says so
+    once, instead of ending with NaN weights and metrics without a word."""
+    losses = ", ".join(f"{k} {v}" for k, v in record.items() if k != "step")
+    warnings.warn(f"training diverged: the losses are not finite at step {record['step']} "
+                  f"({losses}); a smaller learning rate (--lr) may help", RuntimeWarning,
+                  stacklevel=3)  # the caller of run()
+
+
 def note_on(exception, text):
     """``exception.add_note(text)`` (PEP 678), also on Python 3.10, which lacks the method."""
     exception.__notes__ = [*getattr(exception, "__notes__", []), text]
@@ -282,6 +292,7 @@ def run(config, resume=None, progress=True):
     nothing_to_do = done == total
     start, first_step = time.perf_counter(), done
     last_drawn = -math.inf
+    diverged = False
 
     last_saved = (done, resume) if resume else None  # (step, checkpoint path) to point to
 
@@ -307,6 +318,9 @@ def run(config, resume=None, progress=True):
                 if done % log_every == 0 or done == total:
                     record = {"step": done, **{k: float(v) / counts[k] for k, v in sums.items()}}
                     sums, counts = {}, {}
+                    if not diverged and not all(map(math.isfinite, record.values())):
+                        diverged = True  # said once: every later loss is NaN too
+                        warn_diverged(record)
                     meta["history"].append(record)
                     speed = (done - first_step) * batch / max(time.perf_counter() - start, 1e-9)
                     meta["images_per_second"] = speed
