@@ -363,12 +363,16 @@ def test_resume_refuses_settings_it_would_ignore(tmp_path, capsys):
     assert_one_line_error(capsys, "train", "--resume", saved, "--model", "wgan",
                           match="--model wgan: the resumed run used gan, and a resumed run keeps")
     assert_one_line_error(capsys, "train", "--resume", saved, "--lr", "0.5",
-                          match="--lr 0.5: the resumed run used the default,")
+                          match="--lr 0.5: the resumed run used the default (0.0002),")
     assert_one_line_error(capsys, "train", "--resume", saved, "--minimax",
                           match="--minimax: the resumed run ran without it,")
-    # the same values as saved are fine
+    assert_one_line_error(capsys, "train", "--resume", saved, "--z-dim", 3,
+                          match="--z-dim 3: the resumed run used the default (2),")
+    # the same values as saved are fine, and so are the values its defaults came to (they
+    # were refused as "the resumed run used the default")
     assert run(capsys, "train", "--resume", saved, "--model", "gan", "--batch-size", 1000,
-               "--steps", 3, "--quiet")[0] == 0
+               "--steps", 3, "--lr", "0.0002", "--lr-decay", "0.5", "--z-dim", 2,
+               "--quiet")[0] == 0
 
 
 def test_resume_of_a_run_saved_before_a_setting_existed(tmp_path, capsys):

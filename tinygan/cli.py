@@ -214,12 +214,15 @@ def check_data_dir(folder):
         raise ValueError(f"--data-dir {folder}: no such folder")
 
 
-def resumed_fields(given, saved_config):
+def resumed_fields(given, saved_config, used=None):
     """The saved run's settings, with the length, backend and data folder as given.
 
     Any other flag that disagrees with the saved run is refused rather than ignored: the
     weights, optimizer state and schedule in the checkpoint belong to those settings.
+    A setting the run left to its default agrees with the value that default came to
+    (``used``: the batch size, lr, lr_decay and z_dim the run recorded it ran with).
     """
+    used = used or {}
     # a setting added after the run was saved takes its default, which is what the run used
     # (not RunConfig(): its backend default would look up TINYGAN_BACKEND, set below anyway)
     defaults = {f.name: f.default for f in dataclasses.fields(runner.RunConfig)
@@ -232,15 +235,20 @@ def resumed_fields(given, saved_config):
     if saved["epochs"] is not None and saved["steps"] is not None:  # steps won
         saved["epochs"] = None
     for name, value in given.items():
-        if value is not None and name not in CHANGEABLE_ON_RESUME and value != saved[name]:
-            flag = "--" + name.replace("_", "-")
-            if isinstance(value, bool):  # a switch, given as on
-                given_text, saved_text = flag, "ran without it"
-            else:
-                was = "the default" if saved[name] is None else saved[name]
-                given_text, saved_text = f"{flag} {value}", f"used {was}"
-            raise ValueError(f"{given_text}: the resumed run {saved_text}, and a resumed run "
-                             "keeps its settings (start a new run to change them)")
+        if value is None or name in CHANGEABLE_ON_RESUME or value == saved[name]:
+            continue
+        if saved[name] is None and name in used and value == used[name]:
+            continue  # --batch-size 256 for a run on points that took the default 256
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):  # a switch, given as on
+            given_text, saved_text = flag, "ran without it"
+        else:
+            was = saved[name]
+            if was is None:
+                was = f"the default ({used[name]})" if name in used else "the default"
+            given_text, saved_text = f"{flag} {value}", f"used {was}"
+        raise ValueError(f"{given_text}: the resumed run {saved_text}, and a resumed run "
+                         "keeps its settings (start a new run to change them)")
     fields = {k: v for k, v in saved.items() if k in RUN_FLAGS}
     if given["epochs"] or given["steps"]:  # a new length replaces both saved fields
         fields["epochs"], fields["steps"] = given["epochs"], given["steps"]
@@ -255,7 +263,8 @@ def train(args):
     first = 0  # the step training starts from
     if args.resume:
         saved = checkpoint.load_run(args.resume, checkpoint.RESUME_KEYS)[1]
-        fields, first = resumed_fields(given, saved["config"]), saved["step"]
+        fields = resumed_fields(given, saved["config"], saved.get("settings_used"))
+        first = saved["step"]
         # beside the checkpoint: a copy resumed elsewhere must not overwrite the original run
         out = out or os.path.dirname(os.path.abspath(args.resume))
     else:

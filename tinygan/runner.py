@@ -285,6 +285,9 @@ def run(config, resume=None, progress=True):
             sums[k], counts[k] = loss_sum, count  # a float holds the float32 sum exactly
     needs_labels = gan.conditional_d or gan.class_head
     decay = config.decay_fraction(real.shape[1:])
+    # what the defaults (None in config) came to: a resumed run may be given them explicitly
+    meta["settings_used"] = {"batch_size": batch, "lr": trainer.base_lr[0], "lr_decay": decay,
+                             "z_dim": gan.z_dim}
     done = meta["step"]
     if done > total:
         raise ValueError(f"the resumed run is at step {done}, past the {total} steps asked for: "
