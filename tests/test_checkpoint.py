@@ -174,12 +174,30 @@ RUN_KEYS = ("config", "data_shape", "model_options", "trainer_step")
 @pytest.mark.parametrize("missing", RUN_KEYS)
 def test_load_run_needs_every_setting_of_a_training_run(tmp_path, missing):
     path = tmp_path / "ck.npz"
-    meta = {key: 0 for key in RUN_KEYS}
+    meta = dict(RUN_META)
     checkpoint.save_npz_atomic(path, {}, meta)
     assert checkpoint.load_run(path)[1] == meta
     del meta[missing]
     checkpoint.save_npz_atomic(path, {}, meta)
     with pytest.raises(checkpoint.CheckpointError, match=f"has no '{missing}' in its meta"):
+        checkpoint.load_run(path)
+
+
+RUN_META = {"config": {}, "data_shape": [2], "model_options": {"z_dim": 2},
+            "trainer_step": 0}
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("config", [1, 2], "its meta entry 'config' is list, expected dict"),
+    ("data_shape", "2", "its meta entry 'data_shape' is str, expected list"),
+    ("trainer_step", 1.5, "its meta entry 'trainer_step' is float, expected int"),
+    ("model_options", {"z_dim": 2, "width": 3}, r"unknown model options \['width'\]"),
+])
+def test_load_run_names_meta_entries_of_the_wrong_kind(tmp_path, key, value, message):
+    """A damaged or hand-edited file: tracebacks came from models.build or the runner."""
+    path = tmp_path / "ck.npz"
+    checkpoint.save_npz_atomic(path, {}, {**RUN_META, key: value})
+    with pytest.raises(checkpoint.CheckpointError, match=f"^checkpoint {path}: {message}"):
         checkpoint.load_run(path)
 
 

@@ -111,7 +111,22 @@ def load_run(path, keys=RUN_KEYS):
         if key not in meta:
             raise CheckpointError(f"checkpoint {path} has no {key!r} in its meta: it was not "
                                   "written by a training run")
+        if not isinstance(meta[key], META_TYPES.get(key, object)):  # a damaged or edited file
+            raise CheckpointError(f"checkpoint {path}: its meta entry {key!r} is "
+                                  f"{type(meta[key]).__name__}, expected "
+                                  f"{META_TYPES[key][0].__name__}")
+    unknown = sorted(set(meta.get("model_options", {})) - MODEL_OPTIONS)
+    if "model_options" in keys and unknown:
+        raise CheckpointError(f"checkpoint {path}: unknown model options {unknown} (written by "
+                              "a newer tinygan?)")
     return states, meta
+
+
+# the JSON type each meta entry of a run must have (bool is an int to JSON; not here)
+META_TYPES = {"config": (dict,), "data_shape": (list,), "model_options": (dict,),
+              "trainer_step": (int,), "step": (int,), "epoch": (int, float),
+              "time_s": (int, float), "history": (list,), "eval": (list,)}
+MODEL_OPTIONS = {"num_classes", "z_dim", "g_dropout"}  # what models.build records
 
 
 def restore(trainer, states, meta):
