@@ -123,6 +123,19 @@ def test_a_restore_that_fails_part_way_leaves_the_trainer_as_it_was(tmp_path, ba
     assert fresh.step_count == step_count
 
 
+def test_a_random_state_that_tinygan_did_not_save_is_refused_and_rolled_back(tmp_path):
+    """A dict with the wrong content got past the meta type check: a bare TypeError from
+    the generator, after G, D and both optimizers had been loaded."""
+    trainer, _, _ = trained("gan", (2,))
+    checkpoint.save(tmp_path / "ck.npz", trainer, {"step": 3})
+    saved_states, meta = checkpoint.load(tmp_path / "ck.npz")
+    fresh, _, _ = trained("gan", (2,), steps=1, seed=1)
+    before = snapshot(fresh)
+    with pytest.raises(checkpoint.CheckpointError, match="random state .* is not one tinygan"):
+        checkpoint.restore(fresh, saved_states, {**meta, "rng": {"device": 1}})
+    assert_same_states(snapshot(fresh), before)
+
+
 def test_checkpoint_layout_is_flat_and_on_the_host(tmp_path):
     trainer, _, _ = trained("gan", (2,), steps=1)
     checkpoint.save(tmp_path / "ck.npz", trainer, {})
@@ -192,6 +205,10 @@ RUN_META = {"config": {}, "data_shape": [2], "model_options": {"z_dim": 2},
     ("data_shape", "2", "its meta entry 'data_shape' is str, expected list"),
     ("trainer_step", 1.5, "its meta entry 'trainer_step' is float, expected int"),
     ("model_options", {"z_dim": 2, "width": 3}, r"unknown model options \['width'\]"),
+    ("step", True, "its meta entry 'step' is bool, expected int"),  # a JSON true
+    ("epoch", "1", "its meta entry 'epoch' is str, expected int or float"),
+    ("rng", "x", "its meta entry 'rng' is str, expected dict"),
+    ("n_samples", "10", "its meta entry 'n_samples' is str, expected int"),
 ])
 def test_load_run_names_meta_entries_of_the_wrong_kind(tmp_path, key, value, message):
     """A damaged or hand-edited file: tracebacks came from models.build or the runner."""

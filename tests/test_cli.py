@@ -914,6 +914,20 @@ def test_a_command_that_fails_leaves_no_empty_folders(tmp_path, capsys):
     assert os.listdir(tmp_path) == []
 
 
+def test_an_older_run_on_points_that_saved_a_data_dir_still_resumes(tmp_path, capsys):
+    """Before --data-dir was refused for 2-D data, runs saved the folder they were given
+    (and ignored it); resuming one must not now ask for it, or refuse it."""
+    out = tmp_path / "run"
+    assert run(capsys, "train", "--steps", 2, "--batch-size", 1000, "--no-eval", "--out", out,
+               "--quiet")[0] == 0
+    arrays = dict(np.load(out / "checkpoint.npz"))
+    meta = json.loads(str(arrays.pop("meta")))
+    meta["config"]["data_dir"] = str(tmp_path / "gone")  # as the older code saved it
+    checkpoint.save_npz_atomic(out / "checkpoint.npz", arrays, meta)
+    assert run(capsys, "train", "--resume", out / "checkpoint.npz", "--steps", 3,
+               "--quiet")[0] == 0
+
+
 def test_data_dir_is_refused_for_points_rather_than_ignored(tmp_path, capsys):
     saved, _ = trained_checkpoint(tmp_path, capsys, "points")
     assert_one_line_error(capsys, "train", "--data", "ring", "--data-dir", tmp_path, "--steps", 1,

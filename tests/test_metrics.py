@@ -433,6 +433,34 @@ def test_classifier_load_rejects_other_files(tmp_path):
         classifier.load(tmp_path / "missing.npz")
 
 
+def test_classifier_training_replaces_classifiers_and_damaged_files_only(tmp_path, monkeypatch):
+    """A damaged classifier at the default path could not be replaced by retraining it;
+    another file (a GAN checkpoint, someone's .npz) must not be replaced."""
+    damaged = tmp_path / "damaged.npz"
+    damaged.write_bytes(b"half a zip file")
+    other = tmp_path / "other.npz"
+    np.savez(other, weights=np.zeros(3))
+    gan = save_untrained_checkpoint(tmp_path / "gan.npz", "gan", "ring", (2,))
+    trained = tmp_path / "clf.npz"
+    classifier.save(trained, classifier.Classifier(), {"data": "mnist"})
+    assert classifier.replaceable(damaged) and classifier.replaceable(trained)
+    assert not classifier.replaceable(other) and not classifier.replaceable(gan)
+    monkeypatch.setattr(classifier, "default_path", lambda name: gan)
+    with pytest.raises(ValueError, match=f"^classifier path {gan}: that file is not a tinygan "
+                                         "classifier; refusing to overwrite it"):
+        classifier.train_command("mnist")
+
+
+def test_a_classifier_file_with_damaged_settings_is_one_line(tmp_path):
+    path = tmp_path / "clf.npz"
+    classifier.save(path, classifier.Classifier(), {"data": "mnist"})
+    arrays = dict(np.load(path))
+    meta = json.loads(str(arrays.pop("meta")))
+    checkpoint.save_npz_atomic(path, arrays, {**meta, "num_classes": "ten"})
+    with pytest.raises(ValueError, match=f"^classifier {path} cannot be read back "):
+        classifier.load(path)
+
+
 def test_predict_runs_in_eval_mode_and_restores_the_mode():
     """Called on a model left in training mode, predict still uses BatchNorm's running
     statistics and no dropout (so it draws no random numbers), and leaves training mode on."""

@@ -102,6 +102,14 @@ RUN_KEYS = ("config", "data_shape", "model_options", "trainer_step")
 RESUME_KEYS = (*RUN_KEYS, "step", "epoch", "time_s", "history", "eval", "rng")
 
 
+# the JSON type of each meta entry a run writes (a JSON true is a Python int: refused too)
+META_TYPES = {"config": (dict,), "data_shape": (list,), "model_options": (dict,),
+              "trainer_step": (int,), "step": (int,), "epoch": (int, float),
+              "time_s": (int, float), "history": (list,), "eval": (list,), "rng": (dict,),
+              "n_samples": (int,), "settings_used": (dict,), "log_every": (int,)}
+MODEL_OPTIONS = {"num_classes", "z_dim", "g_dropout"}  # what models.build records
+
+
 def load_run(path, keys=RUN_KEYS):
     """``load`` for a checkpoint written by a training run (``tinygan train``), whose meta
     also holds the run's settings, data shape and model options (and, to resume it, what
@@ -111,22 +119,17 @@ def load_run(path, keys=RUN_KEYS):
         if key not in meta:
             raise CheckpointError(f"checkpoint {path} has no {key!r} in its meta: it was not "
                                   "written by a training run")
-        if not isinstance(meta[key], META_TYPES.get(key, object)):  # a damaged or edited file
+    for key, kinds in META_TYPES.items():  # a damaged or hand-edited file, named here
+        value = meta.get(key)
+        if key in meta and (not isinstance(value, kinds) or isinstance(value, bool)):
+            expected = " or ".join(kind.__name__ for kind in kinds)
             raise CheckpointError(f"checkpoint {path}: its meta entry {key!r} is "
-                                  f"{type(meta[key]).__name__}, expected "
-                                  f"{META_TYPES[key][0].__name__}")
+                                  f"{type(value).__name__}, expected {expected}")
     unknown = sorted(set(meta.get("model_options", {})) - MODEL_OPTIONS)
-    if "model_options" in keys and unknown:
+    if unknown:
         raise CheckpointError(f"checkpoint {path}: unknown model options {unknown} (written by "
                               "a newer tinygan?)")
     return states, meta
-
-
-# the JSON type each meta entry of a run must have (bool is an int to JSON; not here)
-META_TYPES = {"config": (dict,), "data_shape": (list,), "model_options": (dict,),
-              "trainer_step": (int,), "step": (int,), "epoch": (int, float),
-              "time_s": (int, float), "history": (list,), "eval": (list,)}
-MODEL_OPTIONS = {"num_classes", "z_dim", "g_dropout"}  # what models.build records
 
 
 def restore(trainer, states, meta):
@@ -145,9 +148,13 @@ def restore(trainer, states, meta):
                       for k, v in part.state_dict().items()}
             part.load_state_dict(states[group])
             loaded.append((part, before))
+        try:
+            backend.set_rng_state(meta["rng"])
+        except (KeyError, TypeError, ValueError):  # not the dict get_rng_state wrote
+            raise CheckpointError("the checkpoint's random state (meta 'rng') is not one "
+                                  "tinygan saved") from None
     except Exception:
         for part, before in loaded:
             part.load_state_dict(before)
         raise
     trainer.step_count = meta["trainer_step"]
-    backend.set_rng_state(meta["rng"])

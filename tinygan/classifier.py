@@ -166,19 +166,42 @@ def save(path, model, meta):
     checkpoint.save_npz_atomic(path, arrays, meta)
 
 
+def replaceable(path):
+    """Whether training may write over the file at ``path``: a classifier, or a file no
+    one can read (a damaged one); not a readable .npz of another kind (a GAN checkpoint)."""
+    try:
+        arrays = checkpoint.read_npz(path, "file")
+        meta = json.loads(str(arrays["meta"])) if "meta" in arrays else {}
+    except ValueError:  # CheckpointError and JSONDecodeError are ValueErrors
+        return True
+    return isinstance(meta, dict) and meta.get("kind") == "tinygan-classifier"
+
+
 def load(path):
     """Read a classifier checkpoint: returns (model in eval mode, meta)."""
     path = str(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"classifier {path} does not exist")
     arrays = checkpoint.read_npz(path, "classifier")
-    meta = json.loads(str(arrays.pop("meta", "{}")))
-    if meta.get("kind") != "tinygan-classifier":
+    try:
+        meta = json.loads(str(arrays.pop("meta", "{}")))
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict) or meta.get("kind") != "tinygan-classifier":
         raise ValueError(f"{path} is not a tinygan classifier (train one with "
                          "`tinygan classifier train`)")
-    model = Classifier(meta["num_classes"], meta["channels"], meta["hidden"])
-    model.load_state_dict({k.removeprefix("net/"): v for k, v in arrays.items()})
+    try:
+        model = Classifier(meta["num_classes"], meta["channels"], meta["hidden"])
+        model.load_state_dict({k.removeprefix("net/"): v for k, v in arrays.items()})
+    except (KeyError, TypeError, ValueError) as err:  # a damaged or hand-edited file
+        raise ValueError(f"classifier {path} cannot be read back ({one_line_reason(err)}); "
+                         "train it again with `tinygan classifier train`") from None
     return model.eval(), meta
+
+
+def one_line_reason(err):
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 # ------------------------------------------------------------------------- the CLI's command
@@ -190,14 +213,11 @@ def train_command(name, data_dir=None, epochs=None, out=None, seed=0, stream=Non
     stream = stream or sys.stderr  # not bound at import: it may have been redirected since
     folder_name = "--out folder" if out else "cache folder"  # where the default path lies
     out = str(out or default_path(name))
-    if os.path.splitext(os.path.basename(out))[1] != ".npz" or os.path.isdir(out):
-        raise ValueError(f"--out {out}: expected the path of a .npz file to write")
-    if os.path.isfile(out):  # retraining replaces a classifier, but nothing else
-        try:
-            load(out)
-        except ValueError:
-            raise ValueError(f"--out {out}: that file is not a tinygan classifier; refusing "
-                             "to overwrite it (choose another path)") from None
+    what = "--out" if folder_name == "--out folder" else "classifier path"
+    files.check_output_file(out, ".npz", what)
+    if os.path.isfile(out) and not replaceable(out):
+        raise ValueError(f"{what} {out}: that file is not a tinygan classifier; refusing to "
+                         "overwrite it (choose another path)")
     files.check_writable(os.path.dirname(os.path.abspath(out)), folder_name)
     (x_train, y_train), (x_held, y_held) = load_split(name, data_dir)  # may download: after
     epochs = epochs or DEFAULT_EPOCHS[name]

@@ -200,14 +200,6 @@ RUN_FLAGS = ("model", "data", "data_dir", "epochs", "steps", "batch_size", "lr",
 CHANGEABLE_ON_RESUME = ("epochs", "steps", "backend", "data_dir")
 
 
-def check_out_file(out, extension):
-    """--out must name a file with this extension (and a name before it: "d/.png" is
-    a hidden file with no extension), not a folder."""
-    name = os.path.basename(out)
-    if os.path.splitext(name)[1] != extension or os.path.isdir(out):
-        raise ValueError(f"--out {out}: expected the path of a {extension} file to write")
-
-
 def check_data_dir(folder):
     """A --data-dir that does not exist fails at once, not after trying other places."""
     if folder and not os.path.isdir(folder):
@@ -234,6 +226,8 @@ def resumed_fields(given, saved_config, used=None):
             saved[name] = None
     if saved["epochs"] is not None and saved["steps"] is not None:  # steps won
         saved["epochs"] = None
+    if saved["data"] in data.TOY_DATASETS:  # an ignored --data-dir that older runs saved
+        saved["data_dir"] = None
     for name, value in given.items():
         if value is None or name in CHANGEABLE_ON_RESUME or value == saved[name]:
             continue
@@ -297,7 +291,7 @@ def train(args):
 
 def sample(args):
     backend.use(chosen_backend(args.backend))
-    check_out_file(args.out, ".png")
+    files.check_output_file(args.out, ".png")
     files.check_writable(os.path.dirname(os.path.abspath(args.out)), "--out folder")
     states, meta = checkpoint.load_run(args.checkpoint)
     config = meta["config"]
@@ -329,7 +323,7 @@ def evaluate(args):
     check_data_dir(args.data_dir)
     backend.use(chosen_backend(args.backend))
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "eval.json")
-    check_out_file(out, ".json")  # not after the evaluation; and never over a checkpoint
+    files.check_output_file(out, ".json")  # before the evaluation; never over a checkpoint
     files.check_writable(os.path.dirname(os.path.abspath(out)), "folder of the report")
     report = metrics.evaluate_checkpoint(args.checkpoint, args.classifier, args.n,
                                          args.data_dir, args.seed)

@@ -44,6 +44,13 @@ def written_atomically(path):
         raise
 
 
+def check_output_file(path, extension, what="--out"):
+    """A one-line ValueError unless ``path`` names a file with this extension (and a name
+    before it: "d/.png" is a hidden file with no extension), not a folder."""
+    if os.path.splitext(os.path.basename(path))[1] != extension or os.path.isdir(path):
+        raise ValueError(f"{what} {path}: expected the path of a {extension} file to write")
+
+
 def check_writable(folder, what):
     """Make sure ``folder`` can be written (created, when it does not exist yet) before
     hours of work whose results would be lost; a one-line OSError naming ``what`` otherwise.

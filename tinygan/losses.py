@@ -78,15 +78,19 @@ def wasserstein_critic(scores, real):
     on a real batch L = -mean(D), dL/dD = -1/n; on a fake batch L = +mean(D), dL/dD = +1/n.
     The critic's loss is the sum of the two calls. ``real`` says which batch this is:
     True or False, not a target array as bce_with_logits takes."""
-    check_scores("wasserstein_critic", scores, "scores")
     if not isinstance(real, (bool, xp.bool_)):
         raise TypeError(f"wasserstein_critic: real must be True (a real batch) or False, "
                         f"got {type(real).__name__}")
-    sign = -1 if real else 1
-    n = max(scores.size, 1)  # an empty batch: a NaN mean, as torch's, and an empty gradient
-    return sign * scores.mean(), xp.full(scores.shape, sign / n, dtype=scores.dtype)
+    return signed_mean("wasserstein_critic", scores, -1 if real else 1)
 
 
 def wasserstein_generator(scores):
     """The generator minimises -E[D(G(z))]: L = -mean(D), dL/dD = -1/n."""
-    return wasserstein_critic(scores, real=True)
+    return signed_mean("wasserstein_generator", scores, -1)
+
+
+def signed_mean(name, scores, sign):
+    """(sign * mean(D), its gradient sign/n for each of the n scores)."""
+    check_scores(name, scores, "scores")
+    n = max(scores.size, 1)  # an empty batch: a NaN mean, as torch's, and an empty gradient
+    return sign * scores.mean(), xp.full(scores.shape, sign / n, dtype=scores.dtype)

@@ -98,7 +98,8 @@ def frechet_distance(mu1, s1, mu2, s2):
 
 def fd(features_a, features_b):
     """The Fréchet distance between two sets of feature vectors, (n, d) and (m, d);
-    NaN when either holds NaN or inf (see ``frechet_distance``)."""
+    NaN when either holds NaN or inf (see ``frechet_distance``; checked here as well, since
+    the covariance of such features would first warn of invalid values)."""
     if not (np.isfinite(features_a).all() and np.isfinite(features_b).all()):
         return float("nan")
     return frechet_distance(*feature_statistics(features_a), *feature_statistics(features_b))

@@ -69,7 +69,7 @@ def decay_scale(step, total, fraction):
     Late in training the updates stop overshooting, so samples settle onto the modes
     instead of jittering around them.
     """
-    if not 0 <= step < total:  # past the end the multiplier would turn negative
+    if not 0 <= step < total:  # at or past the end the multiplier would be 0 or negative
         raise ValueError(f"decay_scale: step {step} is outside the run's steps 0 to {total - 1}")
     decay_steps = fraction * total
     if decay_steps <= 0:

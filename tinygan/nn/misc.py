@@ -26,10 +26,10 @@ class Dropout(Module):
         return f"p={self.p}"
 
     def forward(self, x):
-        check_floating(self, x)  # as torch: an integer x cannot hold x / (1 - p)
-        if not self.training or self.p == 0:
+        if not self.training or self.p == 0:  # the identity, for any x (as torch)
             self.cache = None
             return x
+        check_floating(self, x)  # as torch: an integer x cannot hold x / (1 - p)
         # the generator draws float32 or float64 only: a float16 x gets float32 draws
         draw_dtype = x.dtype if x.dtype in (xp.float32, xp.float64) else xp.float32
         draws = backend.rng().random(x.shape, dtype=draw_dtype)

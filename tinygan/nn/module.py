@@ -21,7 +21,8 @@ Inputs are not cast: a layer computes in the dtype NumPy's promotion gives its i
 and params (a float64, int32 or int64 input makes a float32 layer's output float64; uint8
 or int16 leave it float32), where PyTorch refuses mixed dtypes; keep data and layers
 float32 for training (``astype``). LeakyReLU and BatchNorm, whose constants (the slope,
-eps) take the input's dtype, refuse integer input, as PyTorch's do (``check_floating``).
+eps) take the input's dtype, refuse integer input, as PyTorch's do (``check_floating``),
+and so does Dropout in training (x / (1 - p) is no integer).
 ``requires_grad_(False)`` freezes a layer: its backward still returns the input
 gradient (the generator step needs it) but skips the parameter gradients.
 ``input_grad_(False)`` is the other half: for a network whose input is data or noise,
