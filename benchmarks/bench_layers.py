@@ -4,8 +4,11 @@ against PyTorch.
 
 Inputs and upstream gradients come in the memory layout they have inside the DCGAN:
 images and the generator's reshaped Dense output as plain (N, C, H, W) arrays, the
-rest as the batch-last views tinygan's layers pass along (PyTorch: its default
-contiguous NCHW everywhere). The peers' shape gets a plain (N, C, H, W) input.
+rest as the elementwise layers around a convolution hand them over (PyTorch: its
+default contiguous NCHW everywhere): on NumPy the batch-last views tinygan's layers
+pass along, on CuPy the C-order arrays its elementwise kernels write. The peers' shape
+gets a plain (N, C, H, W) input. (D's first layer also sees G's fakes, batch-last on
+NumPy; it is timed on real images only.)
 
 For every layer the worker times forward alone and forward + backward (weight, bias
 and input gradients), and, in the same process, the three float32 matrix products the
@@ -72,14 +75,14 @@ def make_layer(spec):
 
         return forward, forward_backward
     from tinygan import backend, nn
-    from tinygan.backend import xp
 
     layer = getattr(nn, cls)(cin, cout, 4, 2, 1)
     xd = backend.to_device(x)
-    if spec["layer"] in BATCH_LAST_INPUT:  # as the previous layer hands it over
-        xd = nn.conv.to_nchw(nn.conv.to_chwn(xd))
-    # the upstream gradient in the layout of the output, as the next layer returns it
-    g = xp.empty_like(layer.forward(xd))
+    one = np.float32(1)
+    if spec["layer"] in BATCH_LAST_INPUT:  # a conv's output through an elementwise layer
+        xd = nn.conv.to_nchw(nn.conv.to_chwn(xd)) * one
+    # the upstream gradient as the next (elementwise) layer's backward returns it
+    g = layer.forward(xd) * one
     g[...] = backend.rng().standard_normal(g.shape, dtype=np.float32)
 
     def forward_backward():
@@ -130,13 +133,13 @@ def main(argv=None):
                 replies = common.alternate(SCRIPT, specs, t, args.rounds)
                 ours = replies[0]
                 fb = [r["forward_backward"] for r in ours]
-                share = [r["gemm_seconds"] / r["forward_backward"] for r in ours]
+                gemm_seconds = [r["gemm_seconds"] for r in ours]
                 entry = dict(layer=name, batch=LAYERS[name][4] or batch, threads=t,
                              backend=args.backend,
                              forward=common.stats([r["forward"] for r in ours]),
                              forward_backward=common.stats(fb),
-                             gemm_seconds=common.stats([r["gemm_seconds"] for r in ours]),
-                             gemm_share=common.stats(share))
+                             gemm_seconds=common.stats(gemm_seconds),
+                             gemm_share=common.ratio_stats(gemm_seconds, fb))
                 by_layer[name] = fb
                 row = [name, entry["batch"], t, common.fmt_ms(entry["forward"]["median"]),
                        common.fmt_ms(entry["forward_backward"]["median"]),

@@ -3,8 +3,10 @@
 The worker builds the model, records its peak resident set size (ru_maxrss) after
 the imports and the build, runs a few full training steps, and records the peak
 again. The table gives both peaks and their difference (what training itself added).
-On CuPy it also reports the GPU memory pool (torch: max_memory_reserved, what its
-caching allocator held), as the host RSS is not where the arrays live.
+On CuPy it also reports the GPU memory in use, as the host RSS is not where the arrays
+live: the most, over the steps, of what the device reports used (cudaMemGetInfo: total
+less free, after each step), taken the same way for both programs, so that pools, cuBLAS
+and cuDNN workspaces and the CUDA context count alike.
 
     python benchmarks/bench_memory.py                  # batch 256, 1 thread
     python benchmarks/bench_memory.py --batch 64 256 --steps 10
@@ -42,8 +44,9 @@ def worker(spec):
         trainer = TorchTrainer(model, device="cuda" if gpu else "cpu")
         real = torch.from_numpy(host).to("cuda" if gpu else "cpu")
 
-        def device_bytes():  # what its caching allocator held at most, as CuPy's pool below
-            return torch.cuda.max_memory_reserved()
+        def device_bytes():
+            free, total = torch.cuda.mem_get_info()
+            return total - free
     else:
         from tinygan import backend
         from tinygan.models import build
@@ -55,14 +58,17 @@ def worker(spec):
         def device_bytes():
             import cupy
 
-            return cupy.get_default_memory_pool().total_bytes()
-    before = peak_rss_mb()
+            free, total = cupy.cuda.runtime.memGetInfo()
+            return total - free
+    before, sync, device_peak = peak_rss_mb(), common.synchronizer(spec), 0
     for _ in range(spec["steps"]):
         trainer.step(real)
-    common.synchronizer(spec)()
+        sync()
+        if gpu:
+            device_peak = max(device_peak, device_bytes())
     reply = {"rss_before_mb": before, "rss_peak_mb": peak_rss_mb()}
     if gpu:
-        reply["device_mb"] = device_bytes() / 2**20
+        reply["device_mb"] = device_peak / 2**20
     common.reply(reply)
 
 

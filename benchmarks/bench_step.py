@@ -19,6 +19,7 @@ import argparse
 import json
 import resource
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -28,9 +29,28 @@ from benchmarks import common  # noqa: E402
 SCRIPT = Path(__file__).resolve()
 
 
+GPU_WARMUP_S = 2.0  # a GPU's clocks take a moment to settle: warm up for seconds there
+GPU_TIMED_S = 1.0  # and time at least this long (a step takes milliseconds)
+
+
 def steps_for(batch):
     """Timed steps per run: ~1300 images' worth, at least 4."""
     return max(4, 1280 // batch)
+
+
+def warm_up(step, spec, sync):
+    """``spec["warmup"]`` steps; on a GPU, steps for GPU_WARMUP_S seconds at least. Returns
+    how many steps to time: spec["steps"], or on a GPU enough to fill GPU_TIMED_S."""
+    common.time_calls(step, 0, spec["warmup"], sync)
+    if spec["backend"] != "cupy":
+        return spec["steps"]
+    start, done = time.perf_counter(), 0
+    while time.perf_counter() - start < GPU_WARMUP_S:
+        step()
+        sync()
+        done += 1
+    seconds_per_step = (time.perf_counter() - start) / done
+    return max(spec["steps"], int(GPU_TIMED_S / seconds_per_step))
 
 
 def worker(spec):
@@ -55,9 +75,9 @@ def worker(spec):
         trainer = Trainer(build(model, (1, 28, 28)))
         real = backend.to_device(host)
     sync = common.synchronizer(spec)
-    common.time_calls(lambda: trainer.step(real), 0, spec["warmup"], sync)
+    steps = warm_up(lambda: trainer.step(real), spec, sync)
     before = resource.getrusage(resource.RUSAGE_SELF)
-    times = common.time_calls(lambda: trainer.step(real), spec["steps"], 0, sync)
+    times = common.time_calls(lambda: trainer.step(real), steps, 0, sync)
     after = resource.getrusage(resource.RUSAGE_SELF)
     # page faults and kernel time per timed step: what the C allocator costs each program
     common.reply({"times": times, "median": float(np.median(times)),

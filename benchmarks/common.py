@@ -30,13 +30,16 @@ TORCH_ISA_VARS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTR
 # OpenBLAS's kernel family and cache size (NumPy), PyTorch's instruction sets, glibc's
 # allocator (which Trainer sets for tinygan itself, see backend.keep_freed_memory)
 SETTING_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", *TORCH_ISA_VARS,
-                "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+                "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "CUPY_TF32")
 
 
 # -- the parent side -------------------------------------------------------------------
 
+@functools.cache
 def have_torch():
-    return importlib.util.find_spec("torch") is not None
+    """Whether torch imports here (asked in a child process, see ask_torch): an installed
+    but broken torch counts as none, rather than failing in every worker."""
+    return importlib.util.find_spec("torch") is not None and ask_torch("1") == "1"
 
 
 def add_common_arguments(parser, batch=(64, 256)):
@@ -117,8 +120,11 @@ def alternate(script, specs, threads, rounds):
     Returns one list of replies per spec (same order as ``specs``).
     """
     replies = [[] for _ in specs]
-    for _ in range(rounds):
-        for i, spec in enumerate(specs):  # a spec may name threads of its own
+    for round_ in range(rounds):
+        order = list(enumerate(specs))
+        if round_ % 2:  # every other round the other way round: no program always goes first
+            order.reverse()
+        for i, spec in order:  # a spec may name threads of its own
             replies[i].append(run_worker(script, spec, spec.get("threads", threads)))
     return replies
 
@@ -251,6 +257,11 @@ def start_worker(spec):
 
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
         torch.manual_seed(0)
+        if spec.get("backend") == "cupy":
+            # full float32 on the GPU, as CuPy computes (CUPY_TF32 unset): PyTorch lets
+            # cuDNN's convolutions round their inputs to TF32 by default
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
     else:
         from tinygan import backend
 

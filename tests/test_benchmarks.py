@@ -90,8 +90,9 @@ def test_bench_step_times_both_programs_and_writes_what_the_plot_reads(tmp_path)
 
 def test_bench_layers_puts_each_layer_beside_its_products_and_its_mirror(tmp_path):
     small = ["D conv 1->64 28->14", "G convT 64->1 14->28"]  # a ConvTranspose2d and its mirror
+    # two rounds: a ratio of the medians, not a median of per-round ratios, is what is checked
     payload, _ = run_bench(tmp_path, "bench_layers.py", "--layers", *small, "--batch", "4",
-                           "--threads", "1", "--rounds", "1")
+                           "--threads", "1", "--rounds", "2")
     results = payload["results"]
     assert [e["layer"] for e in results] == small
     for entry in results:
@@ -177,3 +178,18 @@ def test_a_backend_that_cannot_run_is_one_line_not_a_workers_traceback(tmp_path,
     assert proc.returncode == 1 and len(lines) == 1, proc.stderr
     assert lines[0].startswith("--backend cupy: tinygan backend 'cupy'"), lines[0]
     assert "Traceback" not in proc.stdout
+
+
+def test_programs_take_turns_going_first_and_ratios_are_of_medians(monkeypatch):
+    """A program that always ran first met the machine in another state than the one after
+    it; the GEMM share is a ratio of medians, as every other ratio (it was a median of
+    per-round ratios)."""
+    common = benchmarks_module("common")
+    calls = []
+    monkeypatch.setattr(common, "run_worker",
+                        lambda script, spec, threads: calls.append(spec["impl"]) or spec["impl"])
+    replies = common.alternate("script.py", [{"impl": "a"}, {"impl": "b"}], 1, 4)
+    assert calls == ["a", "b", "b", "a", "a", "b", "b", "a"]
+    assert replies == [["a"] * 4, ["b"] * 4]
+    ratio = common.ratio_stats([1.0, 4.0, 2.0], [2.0, 2.0, 8.0])
+    assert ratio == {"median": 2.0 / 2.0, "min": 0.25, "max": 2.0}
