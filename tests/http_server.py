@@ -86,3 +86,34 @@ def serve_stalled_download(size=1 << 20):
             yield url
     finally:
         release.set()
+
+
+@contextlib.contextmanager
+def serve_odd_responses(kind):
+    """A server on 127.0.0.1 that answers every file in one odd way: "cut" announces 1 MiB
+    and closes after 4 KiB; "endless" streams zeros with no Content-Length; "loop"
+    redirects to itself."""
+
+    class Odd(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if kind == "loop":
+                self.send_response(302)
+                self.send_header("Location", self.path)
+                self.end_headers()
+                return
+            self.send_response(200)
+            if kind == "cut":
+                self.send_header("Content-Length", str(1 << 20))
+            self.end_headers()
+            try:
+                for _ in range(1 if kind == "cut" else 1 << 20):
+                    self.wfile.write(b"\0" * 4096)
+            except OSError:  # the client stopped reading
+                pass
+            self.close_connection = True
+
+        def log_message(self, *args):
+            pass
+
+    with _serving(Odd) as url:
+        yield url

@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 import pytest
 from helpers import write_idx
-from http_server import closed_port_url, serve_directory, serve_not_http
+from http_server import closed_port_url, serve_directory, serve_not_http, serve_odd_responses
 
 from tinygan import backend, data
 
@@ -418,6 +418,53 @@ def test_mirror_without_a_trailing_slash_and_one_that_does_not_speak_http(tiny_m
         with pytest.warns(UserWarning, match="partial copy"):
             images, _ = data.load_dataset("mnist", split="test", mirrors=[broken, url.rstrip("/")])
     assert len(images) == 5
+
+
+@pytest.mark.parametrize("kind, reason", [
+    ("cut", "the connection closed after 4,096 of 1,048,576 bytes"),
+    ("endless", "more than 1 MB: not a dataset file"),
+    ("loop", "HTTP Error 302: The HTTP server returned a redirect error that would lead to "
+             "an infinite loop."),
+])
+def test_a_mirror_that_cuts_off_streams_forever_or_loops_is_skipped_in_one_line(
+        tiny_mirror, cache, monkeypatch, kind, reason):
+    """A cut-off body was reported as an MD5 mismatch and the next mirror never tried; an
+    endless one filled the disk; a redirect loop's error ran over several lines."""
+    monkeypatch.setattr(data, "MAX_DOWNLOAD_BYTES", 1 << 20)
+    with serve_odd_responses(kind) as odd, serve_directory(tiny_mirror) as url:
+        with pytest.warns(UserWarning, match="partial copy"):
+            assert len(data.load_dataset("mnist", split="test", mirrors=[odd, url])[0]) == 5
+        os.remove(cache / "mnist" / IMAGES)
+        with pytest.raises(data.DataError) as err:
+            data.load_dataset("mnist", split="test", mirrors=[odd])
+    message = str(err.value)
+    assert "\n" not in message and f"{odd}{IMAGES}: {reason}" in message
+    assert sorted(os.listdir(cache / "mnist")) == [LABELS]  # no .part file left
+
+
+def test_a_trickling_mirror_is_given_up_after_the_deadline(tiny_mirror, cache, monkeypatch):
+    monkeypatch.setattr(data, "DOWNLOAD_DEADLINE_S", 0)
+    with serve_directory(tiny_mirror) as url:
+        with pytest.raises(data.DataError, match=r"still downloading after 0 s \("):
+            data.load_dataset("mnist", split="test", mirrors=[url])
+
+
+def test_a_damaged_file_in_the_cache_says_how_to_get_it_again(cache, tmp_path):
+    write_split(cache / "mnist", "test", n=5)
+    blob = (cache / "mnist" / IMAGES).read_bytes()
+    (cache / "mnist" / IMAGES).write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(data.DataError, match="truncated gzip stream; it is in tinygan's "
+                                             "download cache: delete it to download it again"):
+        data.load_dataset("mnist", split="test", download=False)
+    write_split(tmp_path / "mine", "test", n=5)  # a file of the user's own: no such advice
+    (tmp_path / "mine" / IMAGES).write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(data.DataError, match="truncated gzip stream$"):
+        data.load_dataset("mnist", tmp_path / "mine", split="test", download=False)
+
+
+def test_a_blank_tinygan_data_is_no_folder_name(monkeypatch):
+    monkeypatch.setenv("TINYGAN_DATA", " ")
+    assert data.cache_dir().name == "tinygan" and data.cache_dir().is_absolute()
 
 
 def test_only_the_missing_file_is_downloaded_and_a_fetched_one_is_kept(tiny_mirror, cache,

@@ -24,6 +24,7 @@ import math
 import os
 import sys
 import tempfile
+import time
 import urllib.request
 import warnings
 import zlib
@@ -84,7 +85,9 @@ LABEL_SIGNATURES = {
     "fashion-mnist": {"train": (9, 0, 0, 3, 0), "test": (9, 2, 1, 1, 6)},
 }
 
-DOWNLOAD_TIMEOUT_S = 30
+DOWNLOAD_TIMEOUT_S = 30  # per read: a mirror silent this long is given up
+DOWNLOAD_DEADLINE_S = 900  # per file: a mirror trickling bytes is given up too
+MAX_DOWNLOAD_BYTES = 64 << 20  # the largest official file is ~26 MB gzipped; no endless body
 
 
 class DataError(ValueError):
@@ -172,8 +175,8 @@ def _read_pair(images_path, labels_path):
 def cache_dir():
     """Where downloads are kept: $TINYGAN_DATA, else $XDG_CACHE_HOME/tinygan, else
     ~/.cache/tinygan. Each dataset lives in its own sub-folder (``mnist/``, ...)."""
-    if os.environ.get("TINYGAN_DATA"):
-        return Path(os.environ["TINYGAN_DATA"]).expanduser()
+    if os.environ.get("TINYGAN_DATA", "").strip():  # a blank value is unset, not a folder " "
+        return Path(os.environ["TINYGAN_DATA"].strip()).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
     return base / "tinygan"
@@ -227,15 +230,28 @@ def _md5(path):
 
 
 def _fetch(url, dest):
-    """Stream ``url`` into the open binary file ``dest``; OSError when it cannot be fetched."""
+    """Stream ``url`` into the open binary file ``dest``; OSError when it cannot be fetched:
+    unreachable, cut off before its Content-Length, larger than MAX_DOWNLOAD_BYTES, or
+    slower than DOWNLOAD_DEADLINE_S allows."""
     try:
         request = urllib.request.Request(url, headers={"User-Agent": "tinygan"})
         response = urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S)
     except ValueError as err:  # a malformed URL ("unknown url type"): skip it like a dead mirror
         raise OSError(err) from None
+    start, received = time.monotonic(), 0
     with response:
+        announced = response.headers.get("Content-Length")
+        expected = int(announced) if announced and announced.isdigit() else None
         for chunk in iter(lambda: response.read(1 << 16), b""):
+            received += len(chunk)
+            if received > MAX_DOWNLOAD_BYTES:
+                raise OSError(f"more than {MAX_DOWNLOAD_BYTES >> 20} MB: not a dataset file")
+            if time.monotonic() - start > DOWNLOAD_DEADLINE_S:
+                raise OSError(f"still downloading after {DOWNLOAD_DEADLINE_S} s "
+                              f"({received:,} bytes)")
             dest.write(chunk)
+    if expected is not None and received < expected:
+        raise OSError(f"the connection closed after {received:,} of {expected:,} bytes")
 
 
 def download_file(filename, md5, target_dir, mirrors):
@@ -268,7 +284,8 @@ def download_file(filename, md5, target_dir, mirrors):
             os.replace(tmp, target_dir / filename)
             return target_dir / filename
         except (OSError, http.client.HTTPException) as err:
-            errors.append(f"{url}: {err}")  # unreachable or broken mirror: try the next
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]  # one line
+            errors.append(f"{url}: {reason}")  # unreachable or broken mirror: try the next
         finally:
             if os.path.exists(tmp):  # anything but success leaves no partial file behind
                 os.remove(tmp)
@@ -329,7 +346,14 @@ def _check_identity(name, split, labels, labels_path):
 
 def _load_split(name, split, paths, notes):
     """Read one split's files; notes a partial copy (fewer images than the official set)."""
-    images, labels = _read_pair(*paths)
+    try:
+        images, labels = _read_pair(*paths)
+    except DataError as err:
+        cache = cache_dir().resolve()
+        if any(cache in Path(path).resolve().parents for path in paths):  # ours: say the cure
+            raise DataError(f"{err}; it is in tinygan's download cache: delete it to "
+                            "download it again") from None
+        raise
     _check_identity(name, split, labels, paths[1])
     if len(images) < OFFICIAL_COUNTS[split]:
         notes.append(
