@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import os
 import shutil
+import time
 import warnings
 
 import numpy as np
@@ -460,6 +461,31 @@ def test_a_damaged_file_in_the_cache_says_how_to_get_it_again(cache, tmp_path):
     (tmp_path / "mine" / IMAGES).write_bytes(blob[: len(blob) // 2])
     with pytest.raises(data.DataError, match="truncated gzip stream$"):
         data.load_dataset("mnist", tmp_path / "mine", split="test", download=False)
+
+
+def test_a_cache_that_is_a_file_is_named_as_such(tmp_path, monkeypatch):
+    """It was blamed on the download ("could not be downloaded ([Errno 20] Not a directory"),
+    with the advice to put the files in a folder inside that file."""
+    (tmp_path / "cachefile").write_text("not a folder\n")
+    monkeypatch.setenv("TINYGAN_DATA", str(tmp_path / "cachefile"))
+    with pytest.raises(data.DataError, match=r"^mnist: download cache \(TINYGAN_DATA\) "
+                                             f"{tmp_path / 'cachefile' / 'mnist'}: "
+                                             f"{tmp_path / 'cachefile'} is a file, not a folder"):
+        data.load_dataset("mnist", split="test", mirrors=[closed_port_url()])
+
+
+def test_a_killed_downloads_temporary_file_is_removed_by_the_next_download(tiny_mirror, cache):
+    folder = cache / "mnist"
+    folder.mkdir(parents=True)
+    stale, fresh = folder / f".{IMAGES}.abc123.part", folder / f".{IMAGES}.def456.part"
+    stale.write_bytes(b"half")
+    fresh.write_bytes(b"another process's download, under way")
+    old = time.time() - data.DOWNLOAD_DEADLINE_S - 3 * data.DOWNLOAD_TIMEOUT_S
+    os.utime(stale, (old, old))
+    with serve_directory(tiny_mirror) as url:
+        with pytest.warns(UserWarning, match="partial copy"):
+            data.load_dataset("mnist", split="test", mirrors=[url])
+    assert not stale.exists() and fresh.exists()
 
 
 def test_a_blank_tinygan_data_is_no_folder_name(monkeypatch):

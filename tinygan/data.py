@@ -254,6 +254,18 @@ def _fetch(url, dest):
         raise OSError(f"the connection closed after {received:,} of {expected:,} bytes")
 
 
+def remove_stale_parts(folder, filename):
+    """Delete temporary files that a killed download of ``filename`` left (SIGKILL gives no
+    chance to clean up). One older than a download may last is no other process's."""
+    too_old = time.time() - (DOWNLOAD_DEADLINE_S + 2 * DOWNLOAD_TIMEOUT_S)
+    for part in folder.glob(f".{filename}.*.part"):
+        try:
+            if part.stat().st_mtime < too_old:
+                part.unlink()
+        except OSError:  # gone already, or not ours to delete: leave it
+            pass
+
+
 def download_file(filename, md5, target_dir, mirrors):
     """Download ``filename`` from the first mirror that answers into ``target_dir``.
 
@@ -266,6 +278,7 @@ def download_file(filename, md5, target_dir, mirrors):
     """
     target_dir = Path(target_dir)
     target_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_parts(target_dir, filename)
     errors = []
     for base in mirrors:
         url = base + filename
@@ -296,6 +309,11 @@ def _download_split(name, split, mirrors, data_dir=None):
     """Download a split's two files into the cache; one-line DataError when offline, naming
     the folders that were searched first (data_dir's among them)."""
     target = cache_dir() / SUBFOLDERS[name][0]
+    try:  # a cache that cannot hold the files is not a download failure: say what it is
+        files.check_writable(target, "download cache (TINYGAN_DATA)")
+    except OSError as err:
+        raise DataError(f"{name}: {err}; point TINYGAN_DATA at a folder tinygan may write, "
+                        "or pass data_dir (--data-dir) with the files") from None
     created = [d for d in (target.parent, target) if not d.exists()]  # made for the download
     bases = _mirrors(name, mirrors)
     reason = None
