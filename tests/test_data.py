@@ -488,6 +488,21 @@ def test_a_killed_downloads_temporary_file_is_removed_by_the_next_download(tiny_
     assert not stale.exists() and fresh.exists()
 
 
+def test_a_folder_with_one_file_of_a_pair_is_named(tmp_path, cache):
+    """With only the images in data_dir, the error listed both files as not found there."""
+    write_split(tmp_path / "dd", "test", n=5)
+    os.remove(tmp_path / "dd" / LABELS)
+    with pytest.raises(data.DataError, match=f"; {tmp_path / 'dd'} holds {IMAGES} but not "
+                                             f"{LABELS}$"):
+        data.load_dataset("mnist", tmp_path / "dd", split="test", download=False)
+    write_split(tmp_path / "dd", "test", n=5)
+    write_idx(tmp_path / "dd" / "train-images-idx3-ubyte.gz", np.zeros((5, 28, 28), np.uint8))
+    with pytest.warns(UserWarning, match="no train files found, using the test split from "
+                                         f".*; {tmp_path / 'dd'} holds train-images-idx3-ubyte.gz "
+                                         "but not train-labels-idx1-ubyte.gz"):
+        data.load_dataset("mnist", tmp_path / "dd", split="train", download=False)
+
+
 def test_a_blank_tinygan_data_is_no_folder_name(monkeypatch):
     monkeypatch.setenv("TINYGAN_DATA", " ")
     assert data.cache_dir().name == "tinygan" and data.cache_dir().is_absolute()

@@ -333,11 +333,25 @@ def _download_split(name, split, mirrors, data_dir=None):
         raise DataError(
             f"{name}: {', '.join(missing)} not found in {where} and could not be downloaded "
             f"({reason}); put them in {target} or pass data_dir (--data-dir) pointing at them"
+            + _half_pairs(name, [split], data_dir)
         )
     return tuple(_file_in(target, f) for f in FILES[split])
 
 
 # ------------------------------------------------------------------------------ loading
+
+
+def _half_pairs(name, splits, data_dir):
+    """"; FOLDER holds A but not B" for every searched folder with one file of a pair: the
+    usual cause of "not found" when the user can see the files there."""
+    notes = []
+    for split in splits:
+        for folder in _search_dirs(name, data_dir):
+            present = [f for f in FILES[split] if _file_in(folder, f)]
+            if len(present) == 1:
+                other = next(f for f in FILES[split] if f not in present)
+                notes.append(f"; {folder} holds {present[0]} but not {other}")
+    return "".join(notes)
 
 
 def _missing_error(name, splits, data_dir):
@@ -347,6 +361,7 @@ def _missing_error(name, splits, data_dir):
     return DataError(
         f"{name}: {', '.join(files)} not found in {', '.join(where)} and download is off; "
         f"put them in {cache_dir() / SUBFOLDERS[name][0]} or pass data_dir (--data-dir)"
+        + _half_pairs(name, splits, data_dir)
     )
 
 
@@ -402,7 +417,8 @@ def load_dataset(name, data_dir=None, split="train", download=True, *, mirrors=N
     use = [s for s in wanted if found[s]]
     if not use and split == "train" and found["test"]:
         use = ["test"]  # the common offline case: only the MNIST test set is at hand
-        notes.append(f"no train files found, using the test split from {found['test'][0].parent}")
+        notes.append(f"no train files found, using the test split from {found['test'][0].parent}"
+                     + _half_pairs(name, ["train"], data_dir))
     if not use:
         if not download:
             raise _missing_error(name, wanted, data_dir)
