@@ -62,7 +62,7 @@ def read_npz(path, what):
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
         # NumPy reads a file that is not a zip archive as a pickle and then advises
         # allow_pickle=True: wrong advice for a file that is not what was expected at all
-        reason = "not a zip archive" if "pickled" in str(err) else str(err).splitlines()[0]
+        reason = "not a zip archive" if "pickled" in str(err) else files.first_line(err)
         raise CheckpointError(f"{what} {path} is not a readable .npz file ({reason})") from None
     # np.load hands back the one array of an .npy file (np.save's) as it is
     raise CheckpointError(f"{what} {path} is not a readable .npz file (it holds one array, "

@@ -194,14 +194,10 @@ def load(path):
         model = Classifier(meta["num_classes"], meta["channels"], meta["hidden"])
         model.load_state_dict({k.removeprefix("net/"): v for k, v in arrays.items()})
     except (KeyError, TypeError, ValueError) as err:  # a damaged or hand-edited file
-        raise ValueError(f"classifier {path} cannot be read back ({one_line_reason(err)}); "
+        raise ValueError(f"classifier {path} cannot be read back ({files.first_line(err)}); "
                          "train it again with `tinygan classifier train`") from None
     return model.eval(), meta
 
-
-def one_line_reason(err):
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 # ------------------------------------------------------------------------- the CLI's command

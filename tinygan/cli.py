@@ -402,8 +402,7 @@ def one_line(err):
     if isinstance(err, (KeyboardInterrupt, Terminated)):
         how = "interrupted" if isinstance(err, KeyboardInterrupt) else "terminated"
         return "; ".join([how, *getattr(err, "__notes__", [])])  # training says where
-    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
-    message = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    message = files.first_line(err)
     if isinstance(err, MemoryError):
         message = f"out of memory ({message}); ask for less, e.g. a smaller --n or batch"
     return f"error: {message}"

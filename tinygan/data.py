@@ -297,8 +297,8 @@ def download_file(filename, md5, target_dir, mirrors):
             os.replace(tmp, target_dir / filename)
             return target_dir / filename
         except (OSError, http.client.HTTPException) as err:
-            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]  # one line
-            errors.append(f"{url}: {reason}")  # unreachable or broken mirror: try the next
+            # unreachable or broken mirror: note why, in one line, and try the next
+            errors.append(f"{url}: {files.first_line(err)}")
         finally:
             if os.path.exists(tmp):  # anything but success leaves no partial file behind
                 os.remove(tmp)

@@ -44,6 +44,13 @@ def written_atomically(path):
         raise
 
 
+def first_line(err):
+    """An error's message cut to its first line (its type's name when it has none), for
+    errors quoted inside a one-line message of ours. A KeyError's message is its key, unquoted."""
+    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    return text.strip().splitlines()[0] if text.strip() else type(err).__name__
+
+
 def check_output_file(path, extension, what="--out"):
     """A one-line ValueError unless ``path`` names a file with this extension (and a name
     before it: "d/.png" is a hidden file with no extension), not a folder."""
