@@ -1,8 +1,9 @@
 """Run every benchmark with its defaults: ``python -m benchmarks [--quick] [--backend cupy]``.
 
-GEMM rate, per-layer timings, full training steps, peak memory, in that order; each
-prints its table. ``--quick`` uses 2 runs per program instead of 5 and batch 64 only
-(peak memory: one run, at its batch of 256).
+GEMM rate, per-layer timings, full training steps, peak memory, and on NumPy the
+from-scratch peer, in that order; each prints its table. ``--quick`` uses 2 runs per
+program instead of 5 (the peer: 3) and batch 64 only (peak memory: one run, at its batch
+of 256).
 ``--out DIR`` also writes each benchmark's JSON there, and the step-time plot.
 """
 
@@ -12,7 +13,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import bench_gemm, bench_layers, bench_memory, bench_step  # noqa: E402
+from benchmarks import (  # noqa: E402
+    bench_gemm,
+    bench_layers,
+    bench_memory,
+    bench_scratch,
+    bench_step,
+)
 
 
 def main(argv=None):
@@ -40,6 +47,9 @@ def main(argv=None):
     bench_step.main(common + batches + out("step"))
     print("== peak memory ==")
     bench_memory.main(common + (["--rounds", "1"] if args.quick else []) + out("memory"))
+    if args.backend == "numpy":  # the peer is NumPy code: a CPU comparison only
+        print("== the from-scratch NumPy peer ==")
+        bench_scratch.main((["--rounds", "2"] if args.quick else []) + out("scratch"))
     if args.out:
         from benchmarks import plot_results
 

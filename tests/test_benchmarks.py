@@ -142,7 +142,7 @@ def test_python_m_benchmarks_hands_its_options_to_every_script(tmp_path, monkeyp
     settings and its own JSON file, and the plot is drawn from the step JSON."""
     run_all, plot_results = benchmarks_module("__main__"), benchmarks_module("plot_results")
     calls = []
-    for name in ("bench_gemm", "bench_layers", "bench_step", "bench_memory"):
+    for name in ("bench_gemm", "bench_layers", "bench_step", "bench_memory", "bench_scratch"):
         monkeypatch.setattr(getattr(run_all, name), "main",
                             lambda argv, name=name: calls.append((name, argv)))
     monkeypatch.setattr(plot_results, "main", lambda argv: calls.append(("plot", argv)))
@@ -157,12 +157,16 @@ def test_python_m_benchmarks_hands_its_options_to_every_script(tmp_path, monkeyp
         ("bench_step", quick + ["--batch", "64"] + json_of["step"]),
         ("bench_memory", quick + ["--rounds", "1"] + json_of["memory"]),
         ("plot", [str(out / "step_time.png"), str(out / "step.json")]),
-    ]
+    ]  # no from-scratch peer on the GPU: it is NumPy code
     assert out.is_dir()
+    calls.clear()
+    run_all.main(["--quick", "--out", str(out)])
+    assert calls[-2] == ("bench_scratch", ["--rounds", "2", "--json", str(out / "scratch.json")])
     calls.clear()
     run_all.main([])  # the defaults: NumPy, every batch and round count of each script
     assert calls == [(name, ["--backend", "numpy"]) for name in
-                     ("bench_gemm", "bench_layers", "bench_step", "bench_memory")]
+                     ("bench_gemm", "bench_layers", "bench_step", "bench_memory")] + [
+        ("bench_scratch", [])]
 
 
 @pytest.mark.skipif(cupy_works(), reason="CuPy runs here: nothing to refuse")
@@ -193,3 +197,26 @@ def test_programs_take_turns_going_first_and_ratios_are_of_medians(monkeypatch):
     assert replies == [["a"] * 4, ["b"] * 4]
     ratio = common.ratio_stats([1.0, 4.0, 2.0], [2.0, 2.0, 8.0])
     assert ratio == {"median": 2.0 / 2.0, "min": 0.25, "max": 2.0}
+
+
+def test_bench_scratch_times_tinygan_against_the_from_scratch_peer(tmp_path):
+    """The issue's 8x bar, measured on one machine: both programs, alternated, a ratio of
+    medians. (The peer is NumPy code: tinygan runs on NumPy here whatever the backend.)"""
+    out = tmp_path / "scratch.json"
+    env = {**os.environ, "PYTHONPATH": pythonpath_with(REPO)}
+    layers = ["D conv 1->64 28->14", "G convT 64->1 14->28"]
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_scratch.py"),
+                           "--layers", *layers, "--batch", "2", "--rounds", "2", "--json",
+                           str(out)], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    results = json.loads(out.read_text())["results"]
+    assert [(e["layer"], e["batch"], e["threads"]) for e in results] == [
+        (layers[0], 2, 1), (layers[1], 2, 1)]
+    for entry in results:
+        peer, ours = entry["scratch"]["median"], entry["tinygan"]["median"]
+        assert peer > 0 and ours > 0
+        assert entry["speedup"]["median"] == pytest.approx(peer / ours)
+        assert entry["target"] == 8
+        assert entry["met"] == (entry["speedup"]["median"] >= 8)
+    assert "peer / tinygan" in proc.stdout
