@@ -2,8 +2,8 @@
 
 GEMM rate, per-layer timings, full training steps, peak memory, and on NumPy the
 from-scratch peer, in that order; each prints its table. ``--quick`` uses 2 runs per
-program instead of 5 (the peer: 3) and batch 64 only (peak memory: one run, at its batch
-of 256).
+program instead of the scripts' defaults (5; the peer's 3) and batch 64 only (peak memory:
+one run, at its batch of 256).
 ``--out DIR`` also writes each benchmark's JSON there, and the step-time plot.
 """
 
