@@ -21,11 +21,15 @@ convolutions.
 import numpy as np
 
 
+def out_size(size, kernel, stride, padding):
+    """Windows along one axis: (size + 2 padding - kernel) // stride + 1."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
 def window_indices(channels, height, width, kernel, stride, padding):
     """Index arrays (channel, row, column), each broadcasting to (C*k*k, Ho*Wo): entry
     [(c, i, j), (oh, ow)] points at xpad[:, c, oh*stride + i, ow*stride + j]."""
-    out_h = (height + 2 * padding - kernel) // stride + 1
-    out_w = (width + 2 * padding - kernel) // stride + 1
+    out_h, out_w = (out_size(side, kernel, stride, padding) for side in (height, width))
     offset_row = np.tile(np.repeat(np.arange(kernel), kernel), channels)  # i of (c, i, j)
     offset_col = np.tile(np.arange(kernel), kernel * channels)  # j of (c, i, j)
     window_row = stride * np.repeat(np.arange(out_h), out_w)  # oh*stride of (oh, ow)
@@ -55,15 +59,15 @@ def col2im(columns, shape, kernel, stride, padding):
     return xpad[:, :, padding:padding + h, padding:padding + w]
 
 
-def out_size(size, kernel, stride, padding):
-    return (size + 2 * padding - kernel) // stride + 1
-
-
-class Conv2d:
-    """out = W2 @ im2col(x) + b; backward: dW = G2 @ cols^T, db = sum G, dx = col2im(W2^T G2)."""
+class _Conv:
+    """weight, bias, stride and padding (square kernels, one stride and padding for both axes)."""
 
     def __init__(self, weight, bias, stride, padding):
         self.weight, self.bias, self.stride, self.padding = weight, bias, stride, padding
+
+
+class Conv2d(_Conv):
+    """out = W2 @ im2col(x) + b; backward: dW = G2 @ cols^T, db = sum G, dx = col2im(W2^T G2)."""
 
     def forward(self, x):
         f, _, k, _ = self.weight.shape
@@ -71,8 +75,7 @@ class Conv2d:
         self.x_shape = x.shape
         self.cols = im2col(x, k, self.stride, self.padding)
         out = self.weight.reshape(f, -1) @ self.cols + self.bias[:, None]
-        ho, wo = out_size(h, k, self.stride, self.padding), out_size(w, k, self.stride,
-                                                                     self.padding)
+        ho, wo = (out_size(side, k, self.stride, self.padding) for side in (h, w))
         return out.reshape(f, ho, wo, n).transpose(3, 0, 1, 2)
 
     def backward(self, dout):
@@ -84,12 +87,9 @@ class Conv2d:
         return col2im(dcols, self.x_shape, k, self.stride, self.padding)
 
 
-class ConvTranspose2d:
+class ConvTranspose2d(_Conv):
     """The adjoint of Conv2d, weight (C_in, C_out, k, k): out = col2im(W2^T @ x2) + b;
     backward: dcols = im2col(dout), dW = x2 @ dcols^T, db = sum dout, dx = W2 @ dcols."""
-
-    def __init__(self, weight, bias, stride, padding):
-        self.weight, self.bias, self.stride, self.padding = weight, bias, stride, padding
 
     def forward(self, x):
         c_in, c_out, k, _ = self.weight.shape

@@ -6,9 +6,12 @@ So every test that uses these helpers runs unchanged under ``TINYGAN_BACKEND=cup
 """
 
 import gzip
+import importlib
 import os
+import sys
 
 import numpy as np
+from conftest import REPO
 
 from tinygan import backend
 
@@ -77,3 +80,12 @@ def write_idx(path, array, magic=None):
     raw = header + array.astype(np.uint8).tobytes()
     path.write_bytes(gzip.compress(raw) if path.suffix == ".gz" else raw)
     return path
+
+
+def benchmarks_module(name):
+    """benchmarks.<name>, imported from the checkout (the scripts are not installed)."""
+    sys.path.insert(0, str(REPO))
+    try:
+        return importlib.import_module(f"benchmarks.{name}")
+    finally:
+        sys.path.remove(str(REPO))

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 from conftest import REPO, UNDER_TEST
-from helpers import cupy_works, pythonpath_with
+from helpers import benchmarks_module, cupy_works, pythonpath_with
 
 pytestmark = pytest.mark.slow
 
@@ -29,15 +29,6 @@ def torch_expected():
     import torch
 
     return torch.cuda.is_available()
-
-
-def benchmarks_module(name):
-    """benchmarks.<name>, imported from the checkout (the scripts are not installed)."""
-    sys.path.insert(0, str(REPO))
-    try:
-        return importlib.import_module(f"benchmarks.{name}")
-    finally:
-        sys.path.remove(str(REPO))
 
 
 def run_bench(tmp_path, script, *args):

@@ -5,8 +5,7 @@ code, tinygan's layers run on the backend under test."""
 
 import numpy as np
 import pytest
-from helpers import host_rng
-from test_benchmarks import benchmarks_module
+from helpers import benchmarks_module, host_rng
 
 from tinygan import backend, nn
 
