@@ -10,11 +10,12 @@ pass along, on CuPy the C-order arrays its elementwise kernels write. The peers'
 gets a plain (N, C, H, W) input. (D's first layer also sees G's fakes, batch-last on
 NumPy; it is timed on real images only.)
 
-For every layer the worker times forward alone and forward + backward (weight, bias
-and input gradients), and, in the same process, the three float32 matrix products the
-layer issues (benchmarks/bench_gemm.py). "GEMM share" is (time of those products) /
-(time of the layer): the fraction of the machine's measured matrix-product rate, on
-these very shapes, that the whole layer reaches. "vs mirror" is a ConvTranspose2d's
+For every layer a worker times forward alone and forward + backward (weight, bias
+and input gradients), and another, taking turns with it, the three float32 matrix
+products the layer issues (benchmarks/bench_gemm.py), with BLAS on every thread.
+"GEMM share" is (time of those products) / (time of the layer): the fraction of the
+machine's measured matrix-product rate, on these very shapes, that the whole layer
+reaches. "vs mirror" is a ConvTranspose2d's
 time over that of the Conv2d it is the adjoint of.
 
     python benchmarks/bench_layers.py                      # batch 64 and 256, 1 and 2 threads
@@ -96,15 +97,14 @@ def make_layer(spec):
 def worker(spec):
     common.start_worker(spec)
     sync = common.synchronizer(spec)
-    forward, forward_backward = make_layer(spec)
-    reply = {"forward": statistics.median(adaptive_times(forward, sync)),
-             "forward_backward": statistics.median(adaptive_times(forward_backward, sync))}
-    if spec["impl"] == "tinygan":
+    if spec["impl"] == "gemm":  # the layer's products alone, BLAS on every thread
         from tinygan.backend import xp
 
         gemms = time_gemms(layer_gemms(spec["layer"], spec["batch"]), xp, sync)
-        reply["gemms"] = gemms
-        reply["gemm_seconds"] = sum(r[4] for r in gemms)
+        return common.reply({"gemms": gemms, "gemm_seconds": sum(r[4] for r in gemms)})
+    forward, forward_backward = make_layer(spec)
+    reply = {"forward": statistics.median(adaptive_times(forward, sync)),
+             "forward_backward": statistics.median(adaptive_times(forward_backward, sync))}
     common.reply(reply)
 
 
@@ -128,14 +128,14 @@ def main(argv=None):
             for name in layers:
                 if LAYERS[name][4] and batch != args.batch[0]:
                     continue  # fixed-batch peer shapes: measure once per thread count
-                specs = [dict(impl=p, layer=name, batch=batch, backend=args.backend)
-                         for p in programs]
+                specs = [dict(impl=p, layer=name, batch=batch, backend=args.backend,
+                              threading=args.threading) for p in programs + ["gemm"]]
                 replies = common.alternate(SCRIPT, specs, t, args.rounds)
                 ours = replies[0]
                 fb = [r["forward_backward"] for r in ours]
-                gemm_seconds = [r["gemm_seconds"] for r in ours]
+                gemm_seconds = [r["gemm_seconds"] for r in replies[-1]]
                 entry = dict(layer=name, batch=LAYERS[name][4] or batch, threads=t,
-                             backend=args.backend,
+                             backend=args.backend, threading=args.threading,
                              forward=common.stats([r["forward"] for r in ours]),
                              forward_backward=common.stats(fb),
                              gemm_seconds=common.stats(gemm_seconds),

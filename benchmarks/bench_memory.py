@@ -87,9 +87,10 @@ def main(argv=None):
     for batch in args.batch:
         for t in args.threads:
             specs = [dict(impl=p, model=args.model, batch=batch, backend=args.backend,
-                          steps=args.steps) for p in programs]
+                          steps=args.steps, threading=args.threading) for p in programs]
             replies = common.alternate(SCRIPT, specs, t, args.rounds)
-            entry = dict(model=args.model, batch=batch, threads=t, backend=args.backend)
+            entry = dict(model=args.model, batch=batch, threads=t, backend=args.backend,
+                         threading=args.threading)
             for p, rs in zip(programs, replies):
                 peak = common.stats([r["rss_peak_mb"] for r in rs])["median"]
                 base = common.stats([r["rss_before_mb"] for r in rs])["median"]

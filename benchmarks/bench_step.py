@@ -108,7 +108,8 @@ def main(argv=None):
         for batch in args.batch:
             for t in threads:
                 specs = [dict(impl=p, model=model, batch=batch, backend=args.backend,
-                              steps=steps_for(batch), warmup=args.warmup) for p in programs]
+                              steps=steps_for(batch), warmup=args.warmup,
+                              threading=args.threading) for p in programs]
                 if on_gpu:  # tinygan again, on the host's CPU cores
                     specs[-1].update(impl="tinygan", backend="numpy", threads=args.numpy_threads)
                 replies = common.alternate(SCRIPT, specs, t, args.rounds)
@@ -118,7 +119,8 @@ def main(argv=None):
                 kernel = {p: [r["kernel_seconds_per_step"] for r in rs]
                           for p, rs in zip(programs, replies)}
                 entry = dict(model=model, batch=batch, threads=t, backend=args.backend,
-                             runs=runs, stats={p: common.stats(v) for p, v in runs.items()},
+                             threading=args.threading, runs=runs,
+                             stats={p: common.stats(v) for p, v in runs.items()},
                              minor_faults_per_step=faults, kernel_seconds_per_step=kernel)
                 if on_gpu:
                     entry["numpy_threads"] = args.numpy_threads

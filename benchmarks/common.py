@@ -3,6 +3,9 @@
 Every measurement runs in a fresh worker process (``python <script> --worker SPEC``)
 whose thread counts are fixed through OMP_NUM_THREADS / OPENBLAS_NUM_THREADS /
 MKL_NUM_THREADS *before* NumPy or PyTorch is imported (and torch.set_num_threads).
+tinygan on NumPy uses its N threads as ``--threading`` says: ``tinygan`` (the default)
+splits its own work over them (TINYGAN_THREADS=N) with BLAS on one thread,
+``blas`` leaves tinygan unsplit and gives BLAS the N threads (see tinygan/parallel.py).
 The parent process only orchestrates: it alternates the programs it compares run by
 run, so that a slow patch of a shared machine hits both, and reports medians with
 the min and max over runs.
@@ -24,6 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+THREADINGS = ("tinygan", "blas")  # how tinygan on NumPy uses its threads (--threading)
 # the instruction sets of PyTorch's ATen, oneDNN and MKL
 TORCH_ISA_VARS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
 # settings in the environment that change what is measured, recorded with the results:
@@ -51,6 +55,10 @@ def add_common_arguments(parser, batch=(64, 256)):
     parser.add_argument("--rounds", type=int, default=5,
                         help="runs per program; programs alternate run by run")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")
+    parser.add_argument("--threading", choices=THREADINGS, default="tinygan",
+                        help="how tinygan on NumPy uses the threads: split its own work "
+                             "over them, BLAS on one (tinygan), or give them all to BLAS "
+                             "(blas)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
 
@@ -96,10 +104,16 @@ def torch_wanted(args):
     return True
 
 
-def worker_env(threads):
+def worker_env(threads, spec=None):
+    """The environment of a worker with ``threads`` threads, used as the spec's
+    ``threading`` says when the worker is tinygan on NumPy."""
+    spec = spec or {}
+    split = (spec.get("impl") == "tinygan" and spec.get("backend", "numpy") == "numpy"
+             and spec.get("threading") == "tinygan")
     env = dict(os.environ)
     for var in THREAD_VARS:
-        env[var] = str(threads)
+        env[var] = "1" if split else str(threads)
+    env["TINYGAN_THREADS"] = str(threads) if split else "1"
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return env
 
@@ -107,7 +121,7 @@ def worker_env(threads):
 def run_worker(script, spec, threads, timeout=1800):
     """Run ``python script --worker JSON`` with ``threads`` threads; return its JSON reply."""
     cmd = [sys.executable, str(script), "--worker", json.dumps(spec)]
-    proc = subprocess.run(cmd, env=worker_env(threads), capture_output=True, text=True,
+    proc = subprocess.run(cmd, env=worker_env(threads, spec), capture_output=True, text=True,
                           timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark worker {spec} failed:\n{proc.stderr[-3000:]}")

@@ -211,3 +211,18 @@ def test_bench_scratch_times_tinygan_against_the_from_scratch_peer(tmp_path):
         assert entry["target"] == 8
         assert entry["met"] == (entry["speedup"]["median"] >= 8)
     assert "peer / tinygan" in proc.stdout
+
+
+@pytest.mark.parametrize("impl, backend_name, threading, tinygan_threads, blas_threads", [
+    ("tinygan", "numpy", "tinygan", "3", "1"),  # tinygan splits, BLAS on one thread
+    ("tinygan", "numpy", "blas", "1", "3"),
+    ("tinygan", "cupy", "tinygan", "1", "3"),  # nothing to split on a GPU
+    ("torch", "numpy", "tinygan", "1", "3"),
+    ("gemm", "numpy", "tinygan", "1", "3"),  # the machine's product rate: BLAS on all
+])
+def test_workers_get_the_threads_as_threading_says(impl, backend_name, threading,
+                                                   tinygan_threads, blas_threads):
+    common = benchmarks_module("common")
+    env = common.worker_env(3, dict(impl=impl, backend=backend_name, threading=threading))
+    assert env["TINYGAN_THREADS"] == tinygan_threads
+    assert {env[var] for var in common.THREAD_VARS} == {blas_threads}

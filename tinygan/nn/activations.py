@@ -1,5 +1,6 @@
 """Elementwise activations. For y = f(x) applied elementwise, dL/dx = dL/dy * f'(x)."""
 
+from tinygan import parallel
 from tinygan.backend import xp
 from tinygan.nn.module import Module, check_array, check_floating, check_grad
 
@@ -15,12 +16,18 @@ class ReLU(Module):
 
     def forward(self, x):
         check_array(repr(self), x)
-        self.cache = (x > 0).astype(x.dtype)
-        return xp.maximum(x, x.dtype.type(0))
+        self.cache, y = xp.empty_like(x), xp.empty_like(x)
+
+        def part(x, mask, y):  # one block of the arrays (see parallel.elementwise)
+            mask[...] = x > 0
+            xp.maximum(x, x.dtype.type(0), out=y)
+
+        parallel.elementwise(part, x, self.cache, y)
+        return y
 
     def backward(self, dout):
         check_grad(self, dout, self.cache.shape)  # the mask has the output's shape
-        return dout * self.cache
+        return multiply(dout, self.cache)
 
 
 class LeakyReLU(Module):
@@ -43,16 +50,29 @@ class LeakyReLU(Module):
     def forward(self, x):
         check_floating(self, x)  # an integer x would make the slope int(a), 0 for 0.2
         a = x.dtype.type(self.negative_slope)
-        if 0 <= self.negative_slope <= 1:
-            slope = (x > 0).astype(x.dtype)  # 1 or 0
-            self.cache = xp.maximum(slope, a, out=slope)  # 1 or a
-        else:
-            self.cache = xp.where(x > 0, x.dtype.type(1), a)
-        return x * self.cache
+        self.cache, y = xp.empty_like(x), xp.empty_like(x)
+
+        def part(x, slope, y):  # one block of the arrays (see parallel.elementwise)
+            if 0 <= self.negative_slope <= 1:
+                slope[...] = x > 0  # 1 or 0
+                xp.maximum(slope, a, out=slope)  # 1 or a
+            else:
+                slope[...] = xp.where(x > 0, x.dtype.type(1), a)
+            xp.multiply(x, slope, out=y)
+
+        parallel.elementwise(part, x, self.cache, y)
+        return y
 
     def backward(self, dout):
         check_grad(self, dout, self.cache.shape)  # the slopes have the output's shape
-        return dout * self.cache
+        return multiply(dout, self.cache)
+
+
+def multiply(dout, factor):
+    """dout * factor (same shapes), block by block over the threads (parallel.elementwise)."""
+    dx = xp.empty_like(dout, dtype=xp.result_type(dout, factor))
+    parallel.elementwise(xp.multiply, dout, factor, dx)
+    return dx
 
 
 class Tanh(Module):

@@ -46,7 +46,7 @@ columns that die within one call in a pool shared by all layers (``scratch``). A
 that a layer returns are always new.
 """
 
-from tinygan import backend
+from tinygan import backend, parallel
 from tinygan.backend import xp
 from tinygan.nn import init
 from tinygan.nn.module import Module, check_grad, check_input, check_sizes, is_int
@@ -123,9 +123,15 @@ def pad_into(buf, x, padding):
     """Write (N, C, H, W) x into the interior of the zero-bordered (C, Hp, Wp, N) buf.
 
     Hp = H + 2 ph, Wp = W + 2 pw. One copy, no xp.pad: the border is never written.
+    (Like im2col and col2im, it runs on blocks of channels, one per thread; see parallel.)
     """
     (ph, pw), (_, h, w) = padding, x.shape[1:]
-    buf[:, ph : ph + h, pw : pw + w, :] = x.transpose(1, 2, 3, 0)
+    x_chwn = x.transpose(1, 2, 3, 0)
+
+    def part(block):  # a block of channels
+        buf[block, ph : ph + h, pw : pw + w, :] = x_chwn[block]
+
+    parallel.run(part, x_chwn.shape[0], x.size)
     return buf
 
 
@@ -143,7 +149,12 @@ def im2col(xpad, kernel, stride, out_size, out):
     windows = xp.lib.stride_tricks.as_strided(
         xpad, shape=shape, strides=(step_c, step_h, step_w, step_h * sh, step_w * sw, step_n)
     )
-    out.reshape(shape)[...] = windows
+    out6 = out.reshape(shape)
+
+    def part(block):  # a block of channels
+        out6[block] = windows[block]
+
+    parallel.run(part, c, out.size)
     return out
 
 
@@ -169,14 +180,19 @@ def col2im(cols, shape, kernel, stride, padding, out_size):
     (kh, kw), (sh, sw), (ph, pw), (out_h, out_w) = kernel, stride, padding, out_size
     c, h, w, n = shape
     cols = cols.reshape(c, kh, kw, out_h, out_w, n)
-    x = xp.zeros(shape, dtype=cols.dtype)
-    for i in range(kh):
-        rows = _span(i - ph, sh, out_h, h)
-        for j in range(kw):
-            columns = _span(j - pw, sw, out_w, w)
-            if rows and columns:
-                (src_r, dst_r), (src_c, dst_c) = rows, columns
-                x[:, dst_r, dst_c, :] += cols[:, i, j, src_r, src_c, :]
+    x = xp.empty(shape, dtype=cols.dtype)
+
+    def part(block):  # a block of channels of x, reached only by the same channels' columns
+        x[block] = 0
+        for i in range(kh):
+            rows = _span(i - ph, sh, out_h, h)
+            for j in range(kw):
+                columns = _span(j - pw, sw, out_w, w)
+                if rows and columns:
+                    (src_r, dst_r), (src_c, dst_c) = rows, columns
+                    x[block, dst_r, dst_c, :] += cols[block, i, j, src_r, src_c, :]
+
+    parallel.run(part, c, cols.size)
     return x
 
 
@@ -252,7 +268,9 @@ class Conv2d(Module):
             xpad = x.transpose(1, 2, 3, 0)
         cols = im2col(xpad, self.kernel_size, self.stride, (out_h, out_w),
                       workspace(self, "cols", (c * kh * kw, out_h * out_w * n), x))
-        out = self.params["weight"].reshape(self.out_channels, -1) @ cols
+        w2 = self.params["weight"].reshape(self.out_channels, -1)
+        out = parallel.matmul(w2, cols, xp.empty((self.out_channels, cols.shape[1]),
+                                                 dtype=xp.result_type(w2, cols)))
         if "bias" in self.params:
             out += self.params["bias"][:, None]
         self.cache = (cols, (c, h, w, n), (out_h, out_w))
@@ -264,14 +282,14 @@ class Conv2d(Module):
         weight = self.params["weight"]
         dout2 = to_chwn(dout).reshape(self.out_channels, -1)
         if self.requires_grad:
-            self.accumulate_grad("weight", (dout2 @ cols.T).reshape(weight.shape))
+            self.accumulate_grad("weight", parallel.matmul_sum(dout2, cols.T).reshape(weight.shape))
             if "bias" in self.params:
                 self.accumulate_grad("bias", row_sums(dout2))
         if not self.needs_input_grad:
             return None
         w2 = weight.reshape(self.out_channels, -1)
-        dcols = xp.matmul(w2.T, dout2, out=scratch("columns", (w2.shape[1], dout2.shape[1]),
-                                                    xp.result_type(w2, dout2)))
+        dcols = parallel.matmul(w2.T, dout2, scratch("columns", (w2.shape[1], dout2.shape[1]),
+                                                     xp.result_type(w2, dout2)))
         dx = col2im(dcols, in_shape, self.kernel_size, self.stride, self.padding, out_size)
         return to_nchw(dx)
 
@@ -342,8 +360,8 @@ class ConvTranspose2d(Module):
         hp, wp = self.padded_size(h, w)
         x2 = to_chwn(x).reshape(self.in_channels, -1)
         w2 = self.params["weight"].reshape(self.in_channels, -1)
-        cols = xp.matmul(w2.T, x2, out=scratch("columns", (w2.shape[1], x2.shape[1]),
-                                                xp.result_type(w2, x2)))
+        cols = parallel.matmul(w2.T, x2, scratch("columns", (w2.shape[1], x2.shape[1]),
+                                                 xp.result_type(w2, x2)))
         ph, pw = self.padding
         out = col2im(cols, (self.out_channels, hp - 2 * ph, wp - 2 * pw, n), self.kernel_size,
                      self.stride, self.padding, (h, w))
@@ -363,10 +381,12 @@ class ConvTranspose2d(Module):
         dcols = im2col(dpad, self.kernel_size, self.stride, (h, w),
                        scratch("columns", (self.out_channels * kh * kw, h * w * n), dout.dtype))
         if self.requires_grad:
-            self.accumulate_grad("weight", (x2 @ dcols.T).reshape(weight.shape))
+            self.accumulate_grad("weight", parallel.matmul_sum(x2, dcols.T).reshape(weight.shape))
             if "bias" in self.params:  # the zero border adds nothing
                 self.accumulate_grad("bias", row_sums(dpad.reshape(self.out_channels, -1)))
         if not self.needs_input_grad:
             return None
-        dx2 = weight.reshape(self.in_channels, -1) @ dcols
+        w2 = weight.reshape(self.in_channels, -1)
+        dx2 = parallel.matmul(w2, dcols, xp.empty((self.in_channels, dcols.shape[1]),
+                                                  dtype=xp.result_type(w2, dcols)))
         return to_nchw(dx2.reshape(self.in_channels, h, w, n))

@@ -1,5 +1,6 @@
 """Fully connected layer."""
 
+from tinygan import parallel
 from tinygan.backend import xp
 from tinygan.nn import init
 from tinygan.nn.module import Module, check_grad, check_input, check_sizes
@@ -34,7 +35,9 @@ class Dense(Module):
     def forward(self, x):
         check_input(self, x, "NC", self.in_features)
         self.cache = x
-        y = x @ self.params["weight"].T
+        weight = self.params["weight"]
+        y = parallel.matmul(x, weight.T, xp.empty((x.shape[0], self.out_features),
+                                                  dtype=xp.result_type(x, weight)))
         if "bias" in self.params:
             y += self.params["bias"]
         return y
@@ -43,7 +46,7 @@ class Dense(Module):
         x = self.cache
         check_grad(self, dout, (x.shape[0], self.out_features))
         if self.requires_grad:
-            self.accumulate_grad("weight", dout.T @ x)
+            self.accumulate_grad("weight", parallel.matmul_sum(dout.T, x))
             if "bias" in self.params:
                 self.accumulate_grad("bias", dout.sum(axis=0))
         if not self.needs_input_grad:

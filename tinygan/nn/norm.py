@@ -1,5 +1,6 @@
 """Batch normalisation over the batch (and spatial) axes, as torch.nn.BatchNorm1d/2d."""
 
+from tinygan import parallel
 from tinygan.backend import xp
 from tinygan.nn.module import Module, check_floating, check_grad, check_input, check_sizes
 
@@ -55,23 +56,36 @@ class _BatchNorm(Module):
         self._check(x)
         axes = (0,) + tuple(range(2, x.ndim))  # every axis but the channel axis
         shape = (1, -1) + (1,) * (x.ndim - 2)  # broadcasts a per-channel vector over x
+        channels, m = x.shape[1], x.size // x.shape[1]
         if self.training:
-            m = x.size // x.shape[1]
             if m < 2:  # as torch: one value has variance 0 and xhat would be all zeros
                 raise ValueError(f"{self!r}: expected more than one value per channel in "
                                  f"training mode, got input of shape {tuple(x.shape)}")
-            mean = x.mean(axis=axes)
-            xhat = x - mean.reshape(shape)  # centred once, reused for var and xhat
-            var = xp.square(xhat).mean(axis=axes)
-            self._update_running(mean, var * (m / (m - 1)))
+            mean, var = xp.empty(channels, dtype=x.dtype), xp.empty(channels, dtype=x.dtype)
         else:
+            mean = self.buffers["running_mean"].astype(x.dtype)
             var = self.buffers["running_var"].astype(x.dtype)
-            xhat = x - self.buffers["running_mean"].astype(x.dtype).reshape(shape)
-        inv_std = 1 / xp.sqrt(var + x.dtype.type(self.eps))
-        xhat *= inv_std.reshape(shape)
+        inv_std = xp.empty(channels, dtype=x.dtype)
+        gamma, beta = self.params["weight"], self.params["bias"]
+        xhat = xp.empty_like(x)
+        out = xp.empty_like(x, dtype=xp.result_type(x, gamma))
+
+        def part(c):  # a block of channels: each channel's statistics are its own
+            if self.training:
+                mean[c] = x[:, c].mean(axis=axes)
+            xhat_c = xhat[:, c]
+            xp.subtract(x[:, c], mean[c].reshape(shape), out=xhat_c)  # centred once, for
+            if self.training:                                          # var and xhat
+                var[c] = xp.square(xhat_c).mean(axis=axes)
+            inv_std[c] = 1 / xp.sqrt(var[c] + x.dtype.type(self.eps))
+            xhat_c *= inv_std[c].reshape(shape)
+            xp.multiply(xhat_c, gamma[c].reshape(shape), out=out[:, c])
+            out[:, c] += beta[c].reshape(shape)
+
+        parallel.run(part, channels, x.size)
+        if self.training:
+            self._update_running(mean, var * (m / (m - 1)))
         self.cache = (xhat, inv_std, axes, shape, self.training)
-        out = xhat * self.params["weight"].reshape(shape)
-        out += self.params["bias"].reshape(shape)
         return out
 
     def _update_running(self, mean, unbiased_var):
@@ -88,22 +102,29 @@ class _BatchNorm(Module):
     def backward(self, dout):
         xhat, inv_std, axes, shape, batch_stats = self.cache
         check_grad(self, dout, xhat.shape)
-        sum_dout = dout.sum(axis=axes)
-        sum_dout_xhat = (dout * xhat).sum(axis=axes)
+        channels, m = dout.shape[1], dout.size // dout.shape[1]
+        sum_dout = xp.empty(channels, dtype=dout.dtype)
+        sum_dout_xhat = xp.empty(channels, dtype=xp.result_type(dout, xhat))
+        # dxhat = G * gamma, so its sums are gamma times those of G: per channel, no pass
+        scale = self.params["weight"] * inv_std  # gamma * s
+        dx = xp.empty_like(dout, dtype=xp.result_type(dout, scale))
+
+        def part(c):  # a block of channels
+            dout_c, xhat_c, dx_c = dout[:, c], xhat[:, c], dx[:, c]
+            sum_dout[c] = dout_c.sum(axis=axes)
+            sum_dout_xhat[c] = (dout_c * xhat_c).sum(axis=axes)
+            xp.multiply(dout_c, scale[c].reshape(shape), out=dx_c)
+            if batch_stats:
+                # dx = (s/m) (m dxhat - sum dxhat - xhat sum(dxhat xhat))
+                #    = (gamma s) G - xhat * (gamma s sum(G xhat) / m) - gamma s sum(G) / m
+                correction = xhat_c * (scale[c] * sum_dout_xhat[c] / m).reshape(shape)
+                correction += (scale[c] * sum_dout[c] / m).reshape(shape)
+                dx_c -= correction
+
+        parallel.run(part, channels, dout.size)
         if self.requires_grad:
             self.accumulate_grad("weight", sum_dout_xhat)
             self.accumulate_grad("bias", sum_dout)
-        # dxhat = G * gamma, so its sums are gamma times those of G: per channel, no pass
-        scale = self.params["weight"] * inv_std  # gamma * s
-        if not batch_stats:
-            return dout * scale.reshape(shape)
-        # dx = (s/m) (m dxhat - sum dxhat - xhat sum(dxhat xhat))
-        #    = (gamma s) G - xhat * (gamma s sum(G xhat) / m) - gamma s sum(G) / m
-        m = dout.size // dout.shape[1]
-        correction = xhat * (scale * sum_dout_xhat / m).reshape(shape)
-        correction += (scale * sum_dout / m).reshape(shape)
-        dx = dout * scale.reshape(shape)
-        dx -= correction
         return dx
 
 
