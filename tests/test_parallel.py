@@ -136,6 +136,9 @@ def layer_cases():
         ("conv", lambda: nn.Conv2d(5, 7, 4, 2, 1), (3, 5, 9, 8), False),
         ("conv batch last", lambda: nn.Conv2d(5, 7, 3, 1, 0), (3, 5, 6, 6), True),
         ("convT", lambda: nn.ConvTranspose2d(5, 7, 4, 2, 1), (3, 5, 4, 5), True),
+        # fewer channels than threads: the blocks are blocks of the batch instead
+        ("conv 1 channel", lambda: nn.Conv2d(1, 4, 4, 2, 1), (5, 1, 8, 8), False),
+        ("convT to 2 channels", lambda: nn.ConvTranspose2d(4, 2, 4, 2, 1), (5, 4, 3, 3), True),
         ("dense", lambda: nn.Dense(13, 7), (6, 13), False),
         ("relu", nn.ReLU, (3, 5, 4, 4), True),
         ("leaky", lambda: nn.LeakyReLU(0.2), (3, 5, 4, 4), True),

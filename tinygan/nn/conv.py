@@ -40,6 +40,10 @@ from the zero padding (the adjoint of padding is cropping). It is a loop over th
 kh*kw kernel offsets, each one strided slice-add over all pixels at once, in the dtype
 of the columns (no add.at, no float64 temporary).
 
+With TINYGAN_THREADS=N (tinygan/parallel.py), padding, im2col and col2im run on N
+blocks of channels at once (channel c of the columns comes only from channel c of
+the input, and goes back only there), and each product on N blocks of columns.
+
 Scratch arrays are reused from call to call instead of reallocated: Conv2d's columns,
 which live from forward to backward, in ``layer.workspace``; the padded inputs and the
 columns that die within one call in a pool shared by all layers (``scratch``). Arrays
@@ -119,19 +123,30 @@ def free_scratch():
     _shared.clear()
 
 
+def in_blocks(part, channels, batch, size):
+    """Run ``part(index)`` over the threads (parallel.run), ``index`` selecting a block of
+    channels (the first axis of the batch-last arrays below) or, when there are fewer
+    channels than threads (an image's one), a block of the batch (their last axis).
+    Either way a block of the output is computed from the same block of the input only."""
+    if channels >= parallel.threads():
+        parallel.run(lambda block: part((block, ...)), channels, size)
+    else:
+        parallel.run(lambda block: part((..., block)), batch, size)
+
+
 def pad_into(buf, x, padding):
     """Write (N, C, H, W) x into the interior of the zero-bordered (C, Hp, Wp, N) buf.
 
     Hp = H + 2 ph, Wp = W + 2 pw. One copy, no xp.pad: the border is never written.
-    (Like im2col and col2im, it runs on blocks of channels, one per thread; see parallel.)
+    (Like im2col and col2im, it runs in blocks over the threads: in_blocks.)
     """
-    (ph, pw), (_, h, w) = padding, x.shape[1:]
-    x_chwn = x.transpose(1, 2, 3, 0)
+    (ph, pw), (n, c, h, w) = padding, x.shape
+    x_chwn, interior = x.transpose(1, 2, 3, 0), buf[:, ph : ph + h, pw : pw + w, :]
 
-    def part(block):  # a block of channels
-        buf[block, ph : ph + h, pw : pw + w, :] = x_chwn[block]
+    def part(index):
+        interior[index] = x_chwn[index]
 
-    parallel.run(part, x_chwn.shape[0], x.size)
+    in_blocks(part, c, n, x.size)
     return buf
 
 
@@ -151,10 +166,10 @@ def im2col(xpad, kernel, stride, out_size, out):
     )
     out6 = out.reshape(shape)
 
-    def part(block):  # a block of channels
-        out6[block] = windows[block]
+    def part(index):
+        out6[index] = windows[index]
 
-    parallel.run(part, c, out.size)
+    in_blocks(part, c, n, out.size)
     return out
 
 
@@ -182,18 +197,27 @@ def col2im(cols, shape, kernel, stride, padding, out_size):
     cols = cols.reshape(c, kh, kw, out_h, out_w, n)
     x = xp.empty(shape, dtype=cols.dtype)
 
-    def part(block):  # a block of channels of x, reached only by the same channels' columns
-        x[block] = 0
+    def part(index):  # a block of x, reached only by the same block of the columns
+        x_block, cols_block = x[index], cols[index]
+        x_block[...] = 0
         for i in range(kh):
             rows = _span(i - ph, sh, out_h, h)
             for j in range(kw):
                 columns = _span(j - pw, sw, out_w, w)
                 if rows and columns:
                     (src_r, dst_r), (src_c, dst_c) = rows, columns
-                    x[block, dst_r, dst_c, :] += cols[block, i, j, src_r, src_c, :]
+                    x_block[:, dst_r, dst_c, :] += cols_block[:, i, j, src_r, src_c, :]
 
-    parallel.run(part, c, cols.size)
+    in_blocks(part, c, n, cols.size)
     return x
+
+
+def add_bias(out, bias):
+    """out[f, :] += bias[f] for the (F, Ho*Wo*N) output, blocks of rows over the threads."""
+    def part(rows):
+        out[rows] += bias[rows, None]
+
+    parallel.run(part, out.shape[0], out.size)
 
 
 def row_sums(matrix):
@@ -272,7 +296,7 @@ class Conv2d(Module):
         out = parallel.matmul(w2, cols, xp.empty((self.out_channels, cols.shape[1]),
                                                  dtype=xp.result_type(w2, cols)))
         if "bias" in self.params:
-            out += self.params["bias"][:, None]
+            add_bias(out, self.params["bias"])
         self.cache = (cols, (c, h, w, n), (out_h, out_w))
         return to_nchw(out.reshape(self.out_channels, out_h, out_w, n))
 
@@ -366,7 +390,7 @@ class ConvTranspose2d(Module):
         out = col2im(cols, (self.out_channels, hp - 2 * ph, wp - 2 * pw, n), self.kernel_size,
                      self.stride, self.padding, (h, w))
         if "bias" in self.params:
-            out += self.params["bias"][:, None, None, None]
+            add_bias(out.reshape(self.out_channels, -1), self.params["bias"])
         self.cache = (x2, (n, h, w), (hp, wp))
         return to_nchw(out)
 

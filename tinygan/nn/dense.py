@@ -45,12 +45,17 @@ class Dense(Module):
     def backward(self, dout):
         x = self.cache
         check_grad(self, dout, (x.shape[0], self.out_features))
+        weight = self.params["weight"]
         if self.requires_grad:
-            self.accumulate_grad("weight", parallel.matmul_sum(dout.T, x))
+            dweight = xp.empty(weight.shape, dtype=xp.result_type(dout, x))
+            self.accumulate_grad("weight", parallel.matmul(dout.T, x, dweight))
             if "bias" in self.params:
                 self.accumulate_grad("bias", dout.sum(axis=0))
         if not self.needs_input_grad:
             return None
-        # dot, not @: NumPy's matmul falls back to a slow loop when the inner dimension
-        # is 1, as it is for a discriminator's single output (7x slower at 64 x 6272)
-        return xp.dot(dout, self.params["weight"])
+        if self.out_features == 1:
+            # dot, not matmul: NumPy's matmul falls back to a slow loop when the inner
+            # dimension is 1, as it is for a discriminator's single output (7x slower at
+            # 64 x 6272)
+            return xp.dot(dout, weight)
+        return parallel.matmul(dout, weight, xp.empty(x.shape, dtype=xp.result_type(dout, weight)))
