@@ -113,11 +113,14 @@ def _run_block(part, block):
         _worker.busy = False
 
 
-def matmul(a, b, out):
-    """out = a @ b, written into ``out``, with b's columns (and out's) split over threads.
+def matmul(a, b, out=None):
+    """a @ b, written into ``out`` (a new array when None), b's columns (and out's) split
+    over the threads.
 
     Column j of a @ b is a @ b[:, j], so the blocks of columns are independent products.
     """
+    if out is None:
+        out = xp.empty((a.shape[0], b.shape[1]), dtype=xp.result_type(a, b))
     work = out.size * a.shape[1] // BLAS_SPEEDUP
     if split_count(work) == 1:
         return xp.matmul(a, b, out=out)

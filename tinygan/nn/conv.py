@@ -42,7 +42,8 @@ of the columns (no add.at, no float64 temporary).
 
 With TINYGAN_THREADS=N (tinygan/parallel.py), padding, im2col and col2im run on N
 blocks of channels at once (channel c of the columns comes only from channel c of
-the input, and goes back only there), and each product on N blocks of columns.
+the input, and goes back only there; with fewer channels than threads, blocks of the
+batch instead: ``in_blocks``), and each product on N blocks of columns.
 
 Scratch arrays are reused from call to call instead of reallocated: Conv2d's columns,
 which live from forward to backward, in ``layer.workspace``; the padded inputs and the
@@ -293,8 +294,7 @@ class Conv2d(Module):
         cols = im2col(xpad, self.kernel_size, self.stride, (out_h, out_w),
                       workspace(self, "cols", (c * kh * kw, out_h * out_w * n), x))
         w2 = self.params["weight"].reshape(self.out_channels, -1)
-        out = parallel.matmul(w2, cols, xp.empty((self.out_channels, cols.shape[1]),
-                                                 dtype=xp.result_type(w2, cols)))
+        out = parallel.matmul(w2, cols)
         if "bias" in self.params:
             add_bias(out, self.params["bias"])
         self.cache = (cols, (c, h, w, n), (out_h, out_w))
@@ -411,6 +411,5 @@ class ConvTranspose2d(Module):
         if not self.needs_input_grad:
             return None
         w2 = weight.reshape(self.in_channels, -1)
-        dx2 = parallel.matmul(w2, dcols, xp.empty((self.in_channels, dcols.shape[1]),
-                                                  dtype=xp.result_type(w2, dcols)))
+        dx2 = parallel.matmul(w2, dcols)
         return to_nchw(dx2.reshape(self.in_channels, h, w, n))
