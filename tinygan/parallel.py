@@ -74,8 +74,10 @@ def blocks(n, parts):
 
 def split_count(size):
     """How many blocks an operation on ``size`` elements is cut into here and now."""
-    if size < MIN_SPLIT_SIZE or getattr(_worker, "busy", False) or backend.name() != "numpy":
-        return 1  # too small, already inside a split (no nesting), or on the GPU
+    if size < MIN_SPLIT_SIZE or threads() == 1:  # asked first: the cheap, common answers
+        return 1
+    if getattr(_worker, "busy", False) or backend.name() != "numpy":
+        return 1  # already inside a split (no nesting), or on the GPU
     return threads()
 
 
@@ -89,10 +91,11 @@ def run(part, n, size):
     every block has finished.
     """
     global _pool
-    slices = blocks(n, split_count(size))
-    if len(slices) <= 1:
+    count = split_count(size)
+    if count == 1 or n < 2:  # the common case for small arrays: no list, no pool
         part(slice(0, n))
         return
+    slices = blocks(n, count)
     if _pool is None:
         _pool = ThreadPoolExecutor(threads() - 1, thread_name_prefix="tinygan")
     futures = [_pool.submit(_run_block, part, s) for s in slices[:-1]]
@@ -156,7 +159,7 @@ def elementwise(part, *arrays):
     one), so that each block is one contiguous run of memory.
     """
     first = arrays[0]
-    if first.ndim == 0:
+    if first.ndim == 0 or split_count(first.size) == 1:
         part(*arrays)
         return
     axis = max(range(first.ndim), key=lambda a: abs(first.strides[a]) * (first.shape[a] > 1))
