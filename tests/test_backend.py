@@ -101,9 +101,11 @@ def cupy_whose_first_gpu_work_fails():
     module = fake_cupy()
 
     def default_rng(seed):
+        xp.tanh(np.zeros(1))  # code that looks a name up in the new library before the GPU fails
         raise StatusError(2)
 
     module.random = types.SimpleNamespace(default_rng=default_rng)
+    module.tanh = lambda x: np.tanh(x)  # its own, so a test can tell it from NumPy's
     return module
 
 
@@ -111,10 +113,27 @@ def test_a_switch_that_fails_on_the_gpu_changes_nothing(restore_backend, monkeyp
     """A visible GPU that fails at its first work (out of memory, busy): no half switch
     that pairs CuPy's name and arrays with the old backend's generator."""
     monkeypatch.setitem(sys.modules, "cupy", cupy_whose_first_gpu_work_fails())
-    before, generator = backend.name(), backend.rng()
+    before, generator, tanh = backend.name(), backend.rng(), xp.tanh
     with pytest.raises(StatusError):
         backend.use("cupy")
     assert backend.name() == before and backend.rng() is generator
+    assert xp.tanh is tanh  # not the one looked up in the failed library
+
+
+def test_xp_looks_each_name_up_once_per_switch(restore_backend, monkeypatch):
+    """xp keeps what it found (a lookup through the library costs a microsecond, and a
+    small GAN's step makes hundreds), and forgets it when the library changes."""
+    module = fake_cupy()
+    monkeypatch.setitem(sys.modules, "cupy", module)
+    backend.use("cupy")
+    for _ in range(3):
+        xp.tanh(np.zeros(2))
+    assert module.looked_up.count("tanh") == 1
+    backend.use("numpy")
+    assert xp.tanh is np.tanh
+    backend.use("cupy")
+    xp.tanh(np.zeros(2))
+    assert module.looked_up.count("tanh") == 2
 
 
 def test_a_first_use_that_fails_on_the_gpu_is_a_one_line_runtime_error(restore_backend,

@@ -4,9 +4,12 @@ Every other module writes ``from tinygan.backend import xp`` and calls ``xp.zero
 ``xp.exp``, ... . ``xp`` is a thin stand-in that forwards each attribute to the
 library in use (NumPy by default, CuPy after ``use("cupy")`` or with
 ``TINYGAN_BACKEND=cupy``), so switching backends also switches modules that
-imported ``xp`` earlier. The library is chosen on first use, not on import, so that
-a ``TINYGAN_BACKEND`` that cannot run (no GPU) fails where errors are reported (the
-CLI's one line), not inside some ``import tinygan...``.
+imported ``xp`` earlier. It remembers each name it has looked up (a step of a small
+GAN asks ``xp`` for about 500 names, each lookup through the library costing about a
+microsecond) and forgets them all when ``use`` switches the library. The library is
+chosen on first use, not on import, so that a ``TINYGAN_BACKEND`` that cannot run
+(no GPU) fails where errors are reported (the CLI's one line), not inside some
+``import tinygan...``.
 
 Random numbers come from one seeded generator, ``rng()``, that lives on the same
 device as the arrays; ``seed(n)`` re-seeds it (and the host generator used for
@@ -35,7 +38,11 @@ class _ArrayNamespace:
     def __getattr__(self, attr):
         if attr.startswith("__"):  # introspection (inspect, copy, hasattr probes): it must
             raise AttributeError(attr)  # not choose the backend, nor fail when it cannot run
-        return getattr(_active(), attr)
+        value = getattr(_active(), attr)
+        # kept as a plain attribute, which Python finds without calling __getattr__ again;
+        # use() clears them when it switches the library
+        self.__dict__[attr] = value
+        return value
 
     def __repr__(self):
         return f"<tinygan array namespace: {_name or 'chosen on first use'}>"
@@ -70,10 +77,12 @@ def use(name):
     library = numpy if name == "numpy" else _import_cupy()
     previous = _library, _name
     _library, _name = library, name
+    vars(xp).clear()  # names looked up in the previous library
     try:
         seed(0)  # on CuPy the first work on the GPU, which can still fail (out of memory)
     except BaseException:
         _library, _name = previous  # a failed switch changes nothing, not even half
+        vars(xp).clear()
         raise
 
 
