@@ -136,7 +136,7 @@ def layer_cases():
         ("conv", lambda: nn.Conv2d(5, 7, 4, 2, 1), (3, 5, 9, 8), False),
         ("conv batch last", lambda: nn.Conv2d(5, 7, 3, 1, 0), (3, 5, 6, 6), True),
         ("convT", lambda: nn.ConvTranspose2d(5, 7, 4, 2, 1), (3, 5, 4, 5), True),
-        # fewer channels than threads: the blocks are blocks of the batch instead
+        # fewer channels than threads: copies unsplit, products still split
         ("conv 1 channel", lambda: nn.Conv2d(1, 4, 4, 2, 1), (5, 1, 8, 8), False),
         ("convT to 2 channels", lambda: nn.ConvTranspose2d(4, 2, 4, 2, 1), (5, 4, 3, 3), True),
         ("dense", lambda: nn.Dense(13, 7), (6, 13), False),

@@ -42,8 +42,9 @@ of the columns (no add.at, no float64 temporary).
 
 With TINYGAN_THREADS=N (tinygan/parallel.py), padding, im2col and col2im run on N
 blocks of channels at once (channel c of the columns comes only from channel c of
-the input, and goes back only there; with fewer channels than threads, blocks of the
-batch instead: ``in_blocks``), and each product on N blocks of columns.
+the input, and goes back only there), and each product on N blocks of columns. An
+image's one channel is not split: cutting its copies by the batch instead made them
+slower (shorter runs, and a thread woken for work of a few hundred microseconds).
 
 Scratch arrays are reused from call to call instead of reallocated: Conv2d's columns,
 which live from forward to backward, in ``layer.workspace``; the padded inputs and the
@@ -124,30 +125,19 @@ def free_scratch():
     _shared.clear()
 
 
-def in_blocks(part, channels, batch, size):
-    """Run ``part(index)`` over the threads (parallel.run), ``index`` selecting a block of
-    channels (the first axis of the batch-last arrays below) or, when there are fewer
-    channels than threads (an image's one), a block of the batch (their last axis).
-    Either way a block of the output is computed from the same block of the input only."""
-    if channels >= parallel.threads():
-        parallel.run(lambda block: part((block, ...)), channels, size)
-    else:
-        parallel.run(lambda block: part((..., block)), batch, size)
-
-
 def pad_into(buf, x, padding):
     """Write (N, C, H, W) x into the interior of the zero-bordered (C, Hp, Wp, N) buf.
 
     Hp = H + 2 ph, Wp = W + 2 pw. One copy, no xp.pad: the border is never written.
-    (Like im2col and col2im, it runs in blocks over the threads: in_blocks.)
+    (Like im2col and col2im, it runs in blocks of channels over the threads.)
     """
-    (ph, pw), (n, c, h, w) = padding, x.shape
+    (ph, pw), (_, c, h, w) = padding, x.shape
     x_chwn, interior = x.transpose(1, 2, 3, 0), buf[:, ph : ph + h, pw : pw + w, :]
 
-    def part(index):
-        interior[index] = x_chwn[index]
+    def part(channels):
+        interior[channels] = x_chwn[channels]
 
-    in_blocks(part, c, n, x.size)
+    parallel.run(part, c, x.size)
     return buf
 
 
@@ -167,10 +157,10 @@ def im2col(xpad, kernel, stride, out_size, out):
     )
     out6 = out.reshape(shape)
 
-    def part(index):
-        out6[index] = windows[index]
+    def part(channels):
+        out6[channels] = windows[channels]
 
-    in_blocks(part, c, n, out.size)
+    parallel.run(part, c, out.size)
     return out
 
 
@@ -198,8 +188,8 @@ def col2im(cols, shape, kernel, stride, padding, out_size):
     cols = cols.reshape(c, kh, kw, out_h, out_w, n)
     x = xp.empty(shape, dtype=cols.dtype)
 
-    def part(index):  # a block of x, reached only by the same block of the columns
-        x_block, cols_block = x[index], cols[index]
+    def part(channels):  # channels of x, reached only by the same channels of the columns
+        x_block, cols_block = x[channels], cols[channels]
         x_block[...] = 0
         for i in range(kh):
             rows = _span(i - ph, sh, out_h, h)
@@ -209,7 +199,7 @@ def col2im(cols, shape, kernel, stride, padding, out_size):
                     (src_r, dst_r), (src_c, dst_c) = rows, columns
                     x_block[:, dst_r, dst_c, :] += cols_block[:, i, j, src_r, src_c, :]
 
-    in_blocks(part, c, n, cols.size)
+    parallel.run(part, c, cols.size)
     return x
 
 
@@ -247,8 +237,15 @@ class Conv2d(Module):
     lines. Each cols[k, p] is a copy of one input pixel, so its gradient dcols[k, p] =
     sum_f W2[f, k] G2[f, p] flows back to that pixel and adds up over the windows that
     copied it: dx is col2im (the adjoint of the copy) of dcols. A frozen layer
-    (requires_grad_(False)) skips dweight and dbias, two products fewer; after
-    input_grad_(False) (the input is data) dcols and col2im are skipped.
+    (requires_grad_(False)) skips dweight and dbias; after input_grad_(False) (the
+    input is data) dcols and col2im are skipped.
+
+    The bias is computed as one more weight, on an input that is always 1: the columns
+    get a last row of ones and W2 a last column, bias. Then the forward product adds
+    the bias, and dweight's product gives dbias = G2 @ 1 as its last column: no
+    separate pass over the (F, Ho*Wo*N) output in either direction (for the 1-channel
+    first layer, whose products are short, K = 16, those passes cost as much as a
+    product).
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, *, bias=True):
@@ -291,12 +288,14 @@ class Conv2d(Module):
             pad_into(xpad, x, self.padding)
         else:  # im2col reads any strides: no copy at all
             xpad = x.transpose(1, 2, 3, 0)
-        cols = im2col(xpad, self.kernel_size, self.stride, (out_h, out_w),
-                      workspace(self, "cols", (c * kh * kw, out_h * out_w * n), x))
-        w2 = self.params["weight"].reshape(self.out_channels, -1)
+        k, biased = c * kh * kw, "bias" in self.params
+        cols = workspace(self, "cols", (k + biased, out_h * out_w * n), x)
+        im2col(xpad, self.kernel_size, self.stride, (out_h, out_w), cols[:k])
+        w2 = self.params["weight"].reshape(self.out_channels, k)
+        if biased:  # the bias as W2's last column, weighing a row of ones
+            cols[k] = 1
+            w2 = xp.concatenate([w2, self.params["bias"][:, None]], axis=1)
         out = parallel.matmul(w2, cols)
-        if "bias" in self.params:
-            add_bias(out, self.params["bias"])
         self.cache = (cols, (c, h, w, n), (out_h, out_w))
         return to_nchw(out.reshape(self.out_channels, out_h, out_w, n))
 
@@ -305,13 +304,15 @@ class Conv2d(Module):
         check_grad(self, dout, (in_shape[3], self.out_channels, *out_size))  # in_shape: C,H,W,N
         weight = self.params["weight"]
         dout2 = to_chwn(dout).reshape(self.out_channels, -1)
+        k = weight[0].size  # C*kh*kw
         if self.requires_grad:
-            self.accumulate_grad("weight", parallel.matmul_sum(dout2, cols.T).reshape(weight.shape))
+            dw2 = parallel.matmul_sum(dout2, cols.T)  # (F, k), or (F, k + 1) with the bias
+            self.accumulate_grad("weight", dw2[:, :k].reshape(weight.shape))
             if "bias" in self.params:
-                self.accumulate_grad("bias", row_sums(dout2))
+                self.accumulate_grad("bias", dw2[:, k])  # G2 @ (the row of ones)
         if not self.needs_input_grad:
             return None
-        w2 = weight.reshape(self.out_channels, -1)
+        w2 = weight.reshape(self.out_channels, k)
         dcols = parallel.matmul(w2.T, dout2, scratch("columns", (w2.shape[1], dout2.shape[1]),
                                                      xp.result_type(w2, dout2)))
         dx = col2im(dcols, in_shape, self.kernel_size, self.stride, self.padding, out_size)
