@@ -171,10 +171,18 @@ def test_outputs_and_input_gradients_are_batch_last_views(which):
     layer = layer_pair()[which]
     x = backend.to_device(host_rng(0).standard_normal((2, 3, 6, 6)))
     out = layer.forward(x)
-    assert out.transpose(1, 2, 3, 0).flags.c_contiguous
+    assert batch_last(out)
     dx = layer.backward(xp.ones_like(out))
-    assert dx.shape == x.shape and dx.transpose(1, 2, 3, 0).flags.c_contiguous
+    assert dx.shape == x.shape and batch_last(dx)
     assert xp.shares_memory(nn.conv.to_chwn(out), out)  # no copy on the way in
+
+
+def batch_last(x):
+    """Whether (N, C, H, W) x lies in memory as (C, H, W, N): every channel one
+    contiguous (H, W, N) block, the blocks in order and not overlapping (rows_apart may
+    leave a gap after each)."""
+    a = x.transpose(1, 2, 3, 0)
+    return a[0].flags.c_contiguous and a.strides[0] >= a[0].nbytes
 
 
 @pytest.mark.skipif(backend.name() == "cupy", reason="CuPy allocates elementwise results "
@@ -383,3 +391,30 @@ def test_interleaved_layers_sharing_scratch():
     assert_close(backend.to_host(dx_fast), dx, EXACT, "dx")
     assert_close(backend.to_host(d.grads["weight"]), dwd, EXACT, "d weight")
     assert_close(backend.to_host(g.grads["weight"]), dwg, EXACT, "g weight")
+
+
+@pytest.mark.parametrize("shape", [(64, 14, 14, 256), (16, 50176), (3, 16), (5, 7, 3),
+                                   (4, 1), (2, 0, 3)])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_rows_apart_are_never_a_page_multiple_apart(shape, dtype):
+    """rows_apart: a zero array of the shape and dtype asked for, whose first-axis slices
+    start an odd number of 64-byte lines apart on NumPy (so never k * 4096 bytes: the
+    (64, 14, 14, 256) float32 case is exactly 49 pages per channel when contiguous),
+    each slice contiguous, writes landing in the array itself; plain on CuPy."""
+    a = nn.conv.rows_apart(shape, dtype, zeros=True)
+    assert a.shape == shape and a.dtype == xp.dtype(dtype) and not xp.any(a)
+    if backend.name() != "numpy" or a.size == 0:
+        assert a.flags.c_contiguous
+        return
+    row_bytes = a[0].nbytes
+    assert a[0].flags.c_contiguous and a.strides[0] >= row_bytes
+    assert a.strides[0] % 64 == 0 and (a.strides[0] // 64) % 2 == 1
+    assert a.strides[0] - row_bytes < 128  # at most two lines of gap
+    a[-1].reshape(-1)[-1] = 1  # the last element of the last row: a view, not a copy
+    assert a.sum() == 1
+
+
+def test_rows_apart_only_pads_when_a_row_is_an_even_number_of_lines():
+    assert nn.conv.rows_apart((4, 16), "float32").strides[0] == 64  # one line: as it is
+    if backend.name() == "numpy":
+        assert nn.conv.rows_apart((4, 32), "float32").strides[0] == 3 * 64
