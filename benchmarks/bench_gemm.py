@@ -4,7 +4,11 @@ A Conv2d / ConvTranspose2d forward + backward is three matrix products (forward,
 weight gradient, input gradient; see tinygan/nn/conv.py), with one operand sometimes
 a transposed view. This script times exactly those products (same shapes, same
 operand layouts, output allocated as the layers do) for the DCGAN's layers, plus a
-1024^3 product as a plain reference, and prints GFLOP/s.
+1024^3 product as a plain reference, and prints GFLOP/s. Every matrix has its rows a
+little more than their length apart (``tinygan.nn.conv.rows_apart``, as the layers
+allocate theirs): at batch 256 contiguous rows lie an exact multiple of 4096 bytes apart
+and some of these products then take twice as long, which would flatter every layer
+compared with them.
 
     python benchmarks/bench_gemm.py                 # batch 64 and 256, 1 and 2 threads
     python benchmarks/bench_gemm.py --backend cupy  # the GPU's rate (cupy.matmul)
@@ -50,7 +54,8 @@ def layer_gemms(name, batch):
     (m, k) @ (k, n); a_t / b_t: that operand is a transposed view of a contiguous array;
     into_scratch: the layer writes that product into a reused buffer (``matmul(out=)``,
     the columns that col2im consumes), the others into a new array, as the layer does.
-    Conv2d, P = Ho*Wo*N, K = C*kh*kw: out = W2 @ cols, dW = G2 @ cols^T, dcols = W2^T @ G2.
+    Conv2d, P = Ho*Wo*N, K = C*kh*kw: out = W2 @ cols, dW = G2 @ cols^T, dcols = W2^T @ G2,
+    the first two with K + 1 (the bias is W2's last column, on a row of ones in cols).
     ConvTranspose2d, P = H*W*N, K = C_out*kh*kw: cols = W2^T @ x2, dW = x2 @ dcols^T,
     dx = W2 @ dcols.
     """
@@ -59,7 +64,7 @@ def layer_gemms(name, batch):
     if cls == "Conv2d":
         out = size // 2
         p, k, f = out * out * n, cin * 16, cout
-        return [("fwd", f, k, p, False, False, False), ("dW", f, p, k, False, True, False),
+        return [("fwd", f, k + 1, p, False, False, False), ("dW", f, p, k + 1, False, True, False),
                 ("dX", k, f, p, True, False, True)]
     p, k = size * size * n, cout * 16
     return [("fwd", k, cin, p, True, False, True), ("dW", cin, p, k, False, True, False),
@@ -70,16 +75,24 @@ def time_gemms(gemms, xp, sync, target_seconds=0.3):
     """Median seconds of each product; returns [(label, m, k, n, seconds, gflops)]."""
     import statistics
 
+    from tinygan.nn.conv import rows_apart
+
     out = []
     rng = xp.random.default_rng(0)
-    for label, m, k, n, a_t, b_t, into_scratch in gemms:
-        a = rng.random((k, m) if a_t else (m, k), dtype=xp.float32)
-        b = rng.random((n, k) if b_t else (k, n), dtype=xp.float32)
-        a, b = (a.T if a_t else a), (b.T if b_t else b)
-        buffer = xp.empty((m, n), dtype=xp.float32) if into_scratch else None
 
-        def product(a=a, b=b, buffer=buffer):  # a fresh result, or the reused buffer
-            return a @ b if buffer is None else xp.matmul(a, b, out=buffer)
+    def matrix(shape):  # rows never a multiple of 4096 bytes apart, as the layers' own
+        array = rows_apart(shape, xp.float32)
+        array[...] = rng.random(shape, dtype=xp.float32)
+        return array
+
+    for label, m, k, n, a_t, b_t, into_scratch in gemms:
+        a = matrix((k, m)).T if a_t else matrix((m, k))
+        b = matrix((n, k)).T if b_t else matrix((k, n))
+        buffer = rows_apart((m, n), xp.float32) if into_scratch else None
+
+        def product(a=a, b=b, buffer=buffer):  # into a fresh result, or the reused buffer
+            result = rows_apart((a.shape[0], b.shape[1]), xp.float32) if buffer is None else buffer
+            return xp.matmul(a, b, out=result)
 
         first = common.time_calls(product, 1, 1, sync)[0]
         repeats = int(min(200, max(5, target_seconds / max(first, 1e-6))))

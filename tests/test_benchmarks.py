@@ -13,9 +13,13 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from conftest import REPO, UNDER_TEST
 from helpers import benchmarks_module, cupy_works, pythonpath_with
+
+from tinygan import backend, nn, parallel
+from tinygan.backend import xp
 
 pytestmark = pytest.mark.slow
 
@@ -109,6 +113,29 @@ def test_bench_gemm_times_every_product_the_layers_issue(tmp_path):
         if name != "reference":  # the shapes the layer issues, batch 4 unless it is fixed
             assert [g[1:4] for g in layer_gemms(name, 4) if g[0] == label] == [
                 (row["m"], row["k"], row["n"])]
+
+
+@pytest.mark.parametrize("name", ["D conv 1->64 28->14", "D conv 64->128 14->7",
+                                  "G convT 128->64 7->14", "G convT 64->1 14->28"])
+def test_layer_gemms_are_the_products_the_layer_issues(name, monkeypatch):
+    """bench_gemm's table of a layer's products, checked against the products that
+    layer's forward + backward really calls (shapes m x k x n, batch 3)."""
+    bench_gemm = benchmarks_module("bench_gemm")
+    cls, cin, cout, size, _ = bench_gemm.LAYERS[name]
+    issued = []
+
+    def recording(product):
+        def record(a, b, *args):
+            issued.append((a.shape[0], a.shape[1], b.shape[1]))
+            return product(a, b, *args)
+        return record
+
+    monkeypatch.setattr(parallel, "matmul", recording(parallel.matmul))
+    monkeypatch.setattr(parallel, "matmul_sum", recording(parallel.matmul_sum))
+    layer = getattr(nn, cls)(cin, cout, 4, 2, 1)
+    out = layer.forward(backend.to_device(np.ones((3, cin, size, size), np.float32)))
+    layer.backward(xp.ones_like(out))
+    assert sorted(issued) == sorted(g[1:4] for g in bench_gemm.layer_gemms(name, 3))
 
 
 def test_bench_memory_compares_peak_memory(tmp_path):
