@@ -242,12 +242,13 @@ def add_bias(out, bias):
 
 
 def row_sums(matrix):
-    """matrix.sum(axis=1), as the product matrix @ 1 with a vector of ones.
+    """matrix.sum(axis=1), as the product matrix @ 1 with a vector of ones: the
+    transposed convolution's dbias, dL/dout summed over each output channel's pixels.
 
     A bias is the weight of an input that is always 1, so its gradient is a product
-    like the weight's: the same BLAS, the same float32 accumulation over the same
-    Ho*Wo*N terms as dweight's, on every thread. NumPy's own ``sum`` (pairwise, a little
-    more accurate) runs on one core and is 2.5-4x slower on these (F, Ho*Wo*N) rows.
+    like the weight's (Conv2d computes it inside dweight's product itself): BLAS, with
+    the same float32 accumulation as dweight's. NumPy's own ``sum`` (pairwise, a little
+    more accurate) is 2.5-4x slower on these (F, Ho*Wo*N) rows.
     """
     return matrix @ xp.ones(matrix.shape[1], dtype=matrix.dtype)
 
