@@ -2,13 +2,14 @@
 
 A Conv2d / ConvTranspose2d forward + backward is three matrix products (forward,
 weight gradient, input gradient; see tinygan/nn/conv.py), with one operand sometimes
-a transposed view. This script times exactly those products (same shapes, same
-operand layouts, output allocated as the layers do) for the DCGAN's layers, plus a
-1024^3 product as a plain reference, and prints GFLOP/s. Every matrix has its rows a
-little more than their length apart (``tinygan.nn.conv.rows_apart``, as the layers
-allocate theirs): at batch 256 contiguous rows lie an exact multiple of 4096 bytes apart
-and some of these products then take twice as long, which would flatter every layer
-compared with them.
+a transposed view. This script times exactly those products (same shapes, the same
+operands transposed, the result new or written into a reused buffer as the layers do)
+for the DCGAN's layers, plus a 1024^3 product as a plain reference, and prints GFLOP/s.
+Every matrix, weights included, has its rows a little more than their length apart
+(``tinygan.nn.conv.rows_apart``, as the layers allocate their own): at batch 256
+contiguous rows lie an exact multiple of 4096 bytes apart and some of these products
+then take twice as long, which would flatter every layer compared with them. (The
+layers' weights and the gradients they receive are plain contiguous arrays.)
 
     python benchmarks/bench_gemm.py                 # batch 64 and 256, 1 and 2 threads
     python benchmarks/bench_gemm.py --backend cupy  # the GPU's rate (cupy.matmul)
@@ -51,7 +52,8 @@ def layer_gemms(name, batch):
     """The three products of the layer's forward + backward:
     (label, m, k, n, a_t, b_t, into_scratch).
 
-    (m, k) @ (k, n); a_t / b_t: that operand is a transposed view of a contiguous array;
+    (m, k) @ (k, n); a_t / b_t: that operand is a transposed view (in time_gemms, of a
+    rows_apart array);
     into_scratch: the layer writes that product into a reused buffer (``matmul(out=)``,
     the columns that col2im consumes), the others into a new array, as the layer does.
     Conv2d, P = Ho*Wo*N, K = C*kh*kw: out = W2 @ cols, dW = G2 @ cols^T, dcols = W2^T @ G2,

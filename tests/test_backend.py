@@ -182,6 +182,23 @@ def test_xp_follows_the_switch_into_modules_that_imported_it(restore_backend, mo
     assert module.looked_up == [] and backend.name() == "numpy"
 
 
+def test_forget_names_makes_xp_see_a_replaced_function(monkeypatch):
+    """A test that replaces one of the library's functions (the GPU transfer guard does)
+    must make xp look it up again, before and after."""
+    library, real = backend._active(), xp.tanh
+
+    def replaced(x):
+        return x
+
+    monkeypatch.setattr(library, "tanh", replaced)
+    assert xp.tanh is real  # remembered from before
+    backend.forget_names()
+    assert xp.tanh is replaced
+    monkeypatch.undo()
+    backend.forget_names()
+    assert xp.tanh is real
+
+
 @pytest.mark.parametrize("value, picked", [("numpy", "numpy"), ("", "numpy"), ("nope", None)],
                          ids=["numpy", "set-but-empty", "nope"])
 def test_environment_variable_picks_the_backend(value, picked):

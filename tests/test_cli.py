@@ -848,10 +848,12 @@ def test_backend_flag_wins_over_an_unusable_tinygan_backend_on_resume_too(tmp_pa
     quiet = ("--quiet", "--no-eval", "--backend", "numpy")
     # as before first use (only _library: the conftest fixture then sees the switch to numpy)
     monkeypatch.setattr(backend, "_library", None)
+    backend.forget_names()  # so that any xp.<name> before --backend chooses, and fails
     monkeypatch.setenv("TINYGAN_BACKEND", "nope")
     assert run(capsys, "train", "--steps", 1, "--batch-size", 500, "--out", saved.parent,
                *quiet)[0] == 0
     monkeypatch.setattr(backend, "_library", None)
+    backend.forget_names()
     assert run(capsys, "train", "--resume", saved, "--steps", 2, *quiet)[0] == 0
     assert checkpoint.load(saved)[1]["step"] == 2
 

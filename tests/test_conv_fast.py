@@ -231,12 +231,22 @@ def test_any_input_layout_gives_the_same_result(which):
     results = []
     every_other = xp.zeros((3, 3, 7, 12))
     every_other[..., ::2] = x
+    chwn = x.transpose(1, 2, 3, 0)
+    gapped = nn.conv.rows_apart(chwn.shape, chwn.dtype)  # channels apart, as conv outputs
+    gapped[...] = chwn
+    flipped = xp.ascontiguousarray(chwn[::-1])[::-1]  # channels in reverse memory order
+    every_other_channel = xp.zeros((6, 7, 6, 3))
+    every_other_channel[::2] = chwn
+    to_nchw = nn.conv.to_nchw
     variants = [
         x,                                                                    # NCHW
-        xp.ascontiguousarray(x.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2),  # batch last
+        to_nchw(xp.ascontiguousarray(chwn)),                                  # batch last
         xp.asfortranarray(x),                                                 # axes reversed
         every_other[..., ::2],                                                # strided view
         backend.to_device(np.pad(host, ((0, 0), (0, 0), (0, 0), (0, 3))))[..., :6],  # slice
+        to_nchw(gapped),                                      # batch last, gaps between channels
+        to_nchw(flipped),                                     # batch last, channels reversed
+        to_nchw(every_other_channel[::2]),                    # batch last, every other channel
     ]
     for v in variants:
         out = layer.forward(v)
@@ -396,11 +406,12 @@ def test_interleaved_layers_sharing_scratch():
 @pytest.mark.parametrize("shape", [(64, 14, 14, 256), (16, 50176), (3, 16), (5, 7, 3),
                                    (4, 1), (2, 0, 3)])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_rows_apart_are_never_a_page_multiple_apart(shape, dtype):
+def test_neighbouring_rows_apart_start_an_odd_number_of_lines_apart(shape, dtype):
     """rows_apart: a zero array of the shape and dtype asked for, whose first-axis slices
-    start an odd number of 64-byte lines apart on NumPy (so never k * 4096 bytes: the
-    (64, 14, 14, 256) float32 case is exactly 49 pages per channel when contiguous),
-    each slice contiguous, writes landing in the array itself; plain on CuPy."""
+    start an odd number of 64-byte lines apart on NumPy (so 64 neighbouring rows start at
+    64 different offsets within a 4096-byte page: the (64, 14, 14, 256) float32 case is
+    exactly 49 pages per channel when contiguous), each slice contiguous, writes landing
+    in the array itself; plain on CuPy."""
     a = nn.conv.rows_apart(shape, dtype, zeros=True)
     assert a.shape == shape and a.dtype == xp.dtype(dtype) and not xp.any(a)
     if backend.name() != "numpy" or a.size == 0:

@@ -64,6 +64,7 @@ def no_host_device_transfers(monkeypatch):
             return _real(a, *args, **kwargs)
 
         patch(cupy, name, device_only)
+    backend.forget_names()  # xp kept the real functions from the warm-up step
     try:
         with contextlib.ExitStack() as stack:
             guard = getattr(cupyx, "allow_synchronize", None)  # deprecated since CuPy 10
@@ -74,6 +75,7 @@ def no_host_device_transfers(monkeypatch):
             yield
     finally:
         monkeypatch.undo()
+        backend.forget_names()  # and must not keep the forbidding ones
 
 
 @pytest.fixture

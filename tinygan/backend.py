@@ -40,7 +40,7 @@ class _ArrayNamespace:
             raise AttributeError(attr)  # not choose the backend, nor fail when it cannot run
         value = getattr(_active(), attr)
         # kept as a plain attribute, which Python finds without calling __getattr__ again;
-        # use() clears them when it switches the library
+        # forget_names() clears them
         self.__dict__[attr] = value
         return value
 
@@ -77,13 +77,19 @@ def use(name):
     library = numpy if name == "numpy" else _import_cupy()
     previous = _library, _name
     _library, _name = library, name
-    vars(xp).clear()  # names looked up in the previous library
+    forget_names()  # those looked up in the previous library
     try:
         seed(0)  # on CuPy the first work on the GPU, which can still fail (out of memory)
     except BaseException:
         _library, _name = previous  # a failed switch changes nothing, not even half
-        vars(xp).clear()
+        forget_names()
         raise
+
+
+def forget_names():
+    """Make ``xp`` look every name up again in the library in use: after ``use``
+    switched the library, or after a test replaced some of the library's functions."""
+    vars(xp).clear()
 
 
 def _active():

@@ -156,7 +156,8 @@ def elementwise(part, *arrays):
 
     The blocks are cut along the axis that is outermost in the first array's memory
     (the channel axis of a batch-last (N, C, H, W) array, the batch axis of a C-ordered
-    one), so that each block is one contiguous run of memory.
+    one), so that each block is one run of memory (of whole rows, with the gaps between
+    them, for the arrays of tinygan.nn.conv.rows_apart).
     """
     first = arrays[0]
     if first.ndim == 0 or split_count(first.size) == 1:

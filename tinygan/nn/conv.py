@@ -49,10 +49,10 @@ slower (shorter runs, and a thread woken for work of a few hundred microseconds)
 Scratch arrays are reused from call to call instead of reallocated: Conv2d's columns,
 which live from forward to backward, in ``layer.workspace``; the padded inputs and the
 columns that die within one call in a pool shared by all layers (``scratch``). Arrays
-that a layer returns are always new. Every array allocated here, on NumPy, leaves a
-small gap after each row (channel) so that no two rows start a multiple of 4096 bytes
-apart (``rows_apart``: such rows evict each other from the caches); the layouts above
-hold for each channel, and reshapes between arrays and matrices stay views.
+that a layer returns are always new. Every array allocated here, on NumPy, may leave a
+small gap after each row (channel), so that neighbouring rows never start a multiple of
+4096 bytes apart (``rows_apart``: such rows evict each other from the caches); the
+layouts above hold for each channel, and reshapes between arrays and matrices stay views.
 """
 
 import math
@@ -98,13 +98,15 @@ def to_nchw(a):
 def rows_apart(shape, dtype, zeros=False):
     """A new (empty or zero) array of ``shape`` whose slices along the first axis (the
     rows of a matrix, the channels of a (C, H, W, N) array) start an odd number of
-    64-byte cache lines apart, never a multiple of 4096 bytes.
+    64-byte cache lines apart: any 64 neighbouring rows start at 64 different offsets
+    within a 4096-byte page (two rows share one only when 64 divides their distance).
 
     Addresses a multiple of 4096 bytes apart fall into the same few sets of the CPU's
     caches. A product that walks 64 such rows at once evicts its own lines: at batch
     256, a (64, 14*14*256) float32 matrix has rows exactly 49 * 4096 bytes apart, and
     the 1->64 conv's forward product into it took 2.7 ms; 16 floats more per row (never
-    read) made it 1.4 ms. On CuPy the array is plainly contiguous.
+    read) made it 1.4 ms. A row already an odd number of lines long gets no gap. On
+    CuPy the array is plainly contiguous.
     """
     row = math.prod(shape[1:])
     allocate = xp.zeros if zeros else xp.empty
@@ -211,7 +213,7 @@ def col2im(cols, shape, kernel, stride, padding, out_size):
     For each kernel offset (i, j), the columns hold one value per output pixel;
     they land on a strided grid of x, so one slice-add places them all. Values that
     land in the padding are dropped (the adjoint of padding is cropping), so the result
-    is a new, contiguous (C, H, W, N) array of ``shape``, in the dtype of ``cols``.
+    is a new (C, H, W, N) array of ``shape`` (rows_apart), in the dtype of ``cols``.
     """
     (kh, kw), (sh, sw), (ph, pw), (out_h, out_w) = kernel, stride, padding, out_size
     c, h, w, n = shape
@@ -320,12 +322,13 @@ class Conv2d(Module):
         else:  # im2col reads any strides: no copy at all
             xpad = x.transpose(1, 2, 3, 0)
         k, biased = c * kh * kw, "bias" in self.params
-        cols = workspace(self, "cols", (k + biased, out_h * out_w * n), x)
+        cols = workspace(self, "cols", (k + 1 if biased else k, out_h * out_w * n), x)
         im2col(xpad, self.kernel_size, self.stride, (out_h, out_w), cols[:k])
         w2 = self.params["weight"].reshape(self.out_channels, k)
         if biased:  # the bias as W2's last column, weighing a row of ones
             cols[k] = 1
-            w2 = xp.concatenate([w2, self.params["bias"][:, None]], axis=1)
+            bias = self.params["bias"].astype(w2.dtype, copy=False)  # not promoting w2
+            w2 = xp.concatenate([w2, bias[:, None]], axis=1)
         out = parallel.matmul(w2, cols, rows_apart((self.out_channels, cols.shape[1]),
                                                    xp.result_type(w2, cols)))
         self.cache = (cols, (c, h, w, n), (out_h, out_w))
@@ -370,8 +373,10 @@ class ConvTranspose2d(Module):
         dbias   = dL/dout summed over N, Ho, Wo.
     (cols = W2^T x2 is the Dense rule again, with gradient dcols = im2col(pad(dL/dout))
     because im2col is the adjoint of col2im and padding the adjoint of cropping; then
-    dx2 = W2 dcols and dW2 = x2 dcols^T.) The costs mirror Conv2d's exactly: one
-    im2col and two products backward, one product and one col2im forward. As there,
+    dx2 = W2 dcols and dW2 = x2 dcols^T.) The costs mirror Conv2d's: one im2col and
+    two products backward, one product and one col2im forward. Only the bias differs:
+    it is added to the output pixels after col2im, not to the columns, so it costs a
+    pass of its own forward (add_bias) and a row sum backward (row_sums). As there,
     requires_grad_(False) skips dweight and input_grad_(False) skips dx.
     """
 
