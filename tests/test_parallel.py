@@ -7,6 +7,7 @@ forward and backward, with itself run unsplit, in float64.
 """
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -113,6 +114,54 @@ def test_an_error_in_any_block_is_raised_after_all_blocks_ran(split_all, failing
     assert len(done) == (2 if on_numpy() else 0)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_together_runs_two_tasks_at_once_on_exactly_two_threads(split_all, threads):
+    """On two threads (NumPy) the tasks overlap: each waits at a barrier for the other,
+    which would time out if they ran one after the other. Otherwise they run in order on
+    the calling thread. Nothing inside a task is split again."""
+    parallel.set_threads(threads)
+    at_once = threads == 2 and on_numpy()
+    barrier = threading.Barrier(2, timeout=10)
+    seen = []
+
+    def task(result):
+        def run():
+            seen.append((result, threading.current_thread(), parallel.split_count(10**9)))
+            if at_once:
+                barrier.wait()
+            return result
+        return run
+
+    assert parallel.together(task("first"), task("second"), 10**6) == ("first", "second")
+    assert sorted(r for r, _, _ in seen) == ["first", "second"]
+    callers = {thread for _, thread, _ in seen}
+    assert len(callers) == (2 if at_once else 1)
+    if at_once:
+        assert [count for _, _, count in seen] == [1, 1]
+    else:
+        assert [r for r, _, _ in seen] == ["first", "second"]
+
+
+@pytest.mark.parametrize("failing", ["first", "second"])
+def test_an_error_in_either_task_is_raised_after_both_finished(split_all, failing):
+    parallel.set_threads(2)
+    finished = []
+
+    def task(name):
+        def run():
+            if name == failing:
+                raise KeyError(f"{name} failed")
+            time.sleep(0.05)  # still running when the other one fails
+            finished.append(name)
+        return run
+
+    with pytest.raises(KeyError, match=f"{failing} failed"):
+        parallel.together(task("first"), task("second"), 10**6)
+    other = {"first": "second", "second": "first"}[failing]
+    # one after the other (not NumPy): a failing first task stops there, as plain code would
+    assert finished == ([other] if on_numpy() or failing == "second" else [])
+
+
 def test_products_split_equal_unsplit(split_all):
     rng = host_rng(0)
     a = backend.to_device(rng.standard_normal((6, 40)))
@@ -161,11 +210,12 @@ def run_layer(make, x, dout, training):
     return out, dx, {k: g.copy() for k, g in layer.grads.items()}
 
 
+@pytest.mark.parametrize("threads", [2, 3])  # 2: Conv2d's two gradients as two tasks
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("name, make, shape, batch_last", layer_cases(),
                          ids=[case[0] for case in layer_cases()])
 def test_layers_split_over_threads_equal_unsplit(split_all, name, make, shape, batch_last,
-                                                 training):
+                                                 training, threads):
     rng = host_rng(2)
     x = rng.standard_normal(shape)
     if batch_last:  # the memory order the conv layers hand on
@@ -176,7 +226,7 @@ def test_layers_split_over_threads_equal_unsplit(split_all, name, make, shape, b
     dout = backend.to_device(rng.standard_normal(out_shape))
     parallel.set_threads(1)
     expected = run_layer(make, x, dout, training)
-    parallel.set_threads(3)
+    parallel.set_threads(threads)
     actual = run_layer(make, x, dout, training)
     for what, got, want in zip(("out", "dx"), actual[:2], expected[:2], strict=True):
         assert got.dtype == want.dtype, what
@@ -189,10 +239,11 @@ def test_layers_split_over_threads_equal_unsplit(split_all, name, make, shape, b
 def test_a_dcgan_step_split_over_threads_matches_unsplit(split_all):
     real = backend.to_device(host_rng(3).uniform(-1, 1, (4, 1, 28, 28)).astype(np.float32))
     results = {}
-    for n in (1, 3):
+    for n in (1, 2, 3):
         parallel.set_threads(n)
         backend.seed(0)
         trainer = Trainer(build("dcgan", (1, 28, 28)))
         losses = [trainer.step(real) for _ in range(2)]
         results[n] = [float(v) for step in losses for v in step.values()]
-    assert_close(np.array(results[3]), np.array(results[1]), 1e-5, "losses")
+    for n in (2, 3):
+        assert_close(np.array(results[n]), np.array(results[1]), 1e-5, f"losses, {n} threads")
