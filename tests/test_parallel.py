@@ -162,6 +162,22 @@ def test_an_error_in_either_task_is_raised_after_both_finished(split_all, failin
     assert finished == ([other] if on_numpy() or failing == "second" else [])
 
 
+@pytest.mark.parametrize("frozen, data_input", [(False, False), (True, False), (False, True)])
+def test_conv2d_backward_runs_two_tasks_only_when_both_gradients_are_wanted(
+        split_all, monkeypatch, frozen, data_input):
+    """With one gradient only (a frozen D in G's step, data as input), that one task's
+    products are split over the threads rather than run unsplit beside an empty task."""
+    calls = []
+    real = parallel.together
+    monkeypatch.setattr(parallel, "together", lambda *a: calls.append(a) or real(*a))
+    parallel.set_threads(2)
+    layer = nn.Conv2d(3, 4, 4, 2, 1).requires_grad_(not frozen).input_grad_(not data_input)
+    out = layer.forward(backend.to_device(host_rng(5).standard_normal((2, 3, 8, 8))))
+    dx = layer.backward(xp.ones_like(out))
+    assert len(calls) == (0 if frozen or data_input else 1)
+    assert (dx is None) == data_input
+
+
 def test_products_split_equal_unsplit(split_all):
     rng = host_rng(0)
     a = backend.to_device(rng.standard_normal((6, 40)))

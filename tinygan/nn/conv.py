@@ -272,8 +272,8 @@ class Conv2d(Module):
     copied it: dx is col2im (the adjoint of the copy) of dcols. A frozen layer
     (requires_grad_(False)) skips dweight and dbias; after input_grad_(False) (the
     input is data) dcols and col2im are skipped. The parameter gradients and the input
-    gradient depend only on G2, cols and W2, not on each other, so with two threads
-    they are computed at the same time.
+    gradient depend only on G2, cols and W2, not on each other, so with two threads,
+    when both are wanted, they are computed at the same time.
 
     The bias is computed as one more weight, on an input that is always 1: the columns
     get a last row of ones and W2 a last column, bias. Then the forward product adds
@@ -359,8 +359,10 @@ class Conv2d(Module):
             dx = col2im(dcols, in_shape, self.kernel_size, self.stride, self.padding, out_size)
             return to_nchw(dx)
 
-        # neither needs the other: on two threads they run at once (parallel.together)
-        return parallel.together(parameter_gradients, input_gradient, cols.size)[1]
+        if self.requires_grad and self.needs_input_grad:  # neither needs the other: on
+            return parallel.together(parameter_gradients, input_gradient, cols.size)[1]
+        parameter_gradients()  # only one of them (a frozen layer, or data as input):
+        return input_gradient()  # its operations split over the threads instead
 
 
 class ConvTranspose2d(Module):
