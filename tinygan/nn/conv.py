@@ -152,6 +152,15 @@ def scratch(purpose, shape, dtype):
     return buf
 
 
+def product(a, b, into=None):
+    """a @ b, split over the threads (parallel.matmul), written into a new matrix with
+    its rows apart (a layer's result), or into the shared scratch array for purpose
+    ``into`` (columns that col2im consumes within the same call)."""
+    shape, dtype = (a.shape[0], b.shape[1]), xp.result_type(a, b)
+    out = rows_apart(shape, dtype) if into is None else scratch(into, shape, dtype)
+    return parallel.matmul(a, b, out)
+
+
 def free_scratch():
     """Release the shared scratch arrays; they are re-created when next needed."""
     _shared.clear()
@@ -331,8 +340,7 @@ class Conv2d(Module):
             cols[k] = 1
             bias = self.params["bias"].astype(w2.dtype, copy=False)  # not promoting w2
             w2 = xp.concatenate([w2, bias[:, None]], axis=1)
-        out = parallel.matmul(w2, cols, rows_apart((self.out_channels, cols.shape[1]),
-                                                   xp.result_type(w2, cols)))
+        out = product(w2, cols)
         self.cache = (cols, (c, h, w, n), (out_h, out_w))
         return to_nchw(out.reshape(self.out_channels, out_h, out_w, n))
 
@@ -354,8 +362,7 @@ class Conv2d(Module):
             if not self.needs_input_grad:
                 return None
             w2 = weight.reshape(self.out_channels, k)
-            dcols = parallel.matmul(w2.T, dout2, scratch("columns", (k, dout2.shape[1]),
-                                                         xp.result_type(w2, dout2)))
+            dcols = product(w2.T, dout2, into="columns")
             dx = col2im(dcols, in_shape, self.kernel_size, self.stride, self.padding, out_size)
             return to_nchw(dx)
 
@@ -435,8 +442,7 @@ class ConvTranspose2d(Module):
         hp, wp = self.padded_size(h, w)
         x2 = to_chwn(x).reshape(self.in_channels, -1)
         w2 = self.params["weight"].reshape(self.in_channels, -1)
-        cols = parallel.matmul(w2.T, x2, scratch("columns", (w2.shape[1], x2.shape[1]),
-                                                 xp.result_type(w2, x2)))
+        cols = product(w2.T, x2, into="columns")
         ph, pw = self.padding
         out = col2im(cols, (self.out_channels, hp - 2 * ph, wp - 2 * pw, n), self.kernel_size,
                      self.stride, self.padding, (h, w))
@@ -462,6 +468,5 @@ class ConvTranspose2d(Module):
         if not self.needs_input_grad:
             return None
         w2 = weight.reshape(self.in_channels, -1)
-        dx2 = parallel.matmul(w2, dcols, rows_apart((self.in_channels, dcols.shape[1]),
-                                                    xp.result_type(w2, dcols)))
+        dx2 = product(w2, dcols)
         return to_nchw(dx2.reshape(self.in_channels, h, w, n))
