@@ -171,18 +171,10 @@ def test_outputs_and_input_gradients_are_batch_last_views(which):
     layer = layer_pair()[which]
     x = backend.to_device(host_rng(0).standard_normal((2, 3, 6, 6)))
     out = layer.forward(x)
-    assert batch_last(out)
+    assert nn.conv.is_batch_last(out)
     dx = layer.backward(xp.ones_like(out))
-    assert dx.shape == x.shape and batch_last(dx)
+    assert dx.shape == x.shape and nn.conv.is_batch_last(dx)
     assert xp.shares_memory(nn.conv.to_chwn(out), out)  # no copy on the way in
-
-
-def batch_last(x):
-    """Whether (N, C, H, W) x lies in memory as (C, H, W, N): every channel one
-    contiguous (H, W, N) block, the blocks in order and not overlapping (rows_apart may
-    leave a gap after each)."""
-    a = x.transpose(1, 2, 3, 0)
-    return a[0].flags.c_contiguous and a.strides[0] >= a[0].nbytes
 
 
 @pytest.mark.skipif(backend.name() == "cupy", reason="CuPy allocates elementwise results "
@@ -429,3 +421,17 @@ def test_rows_apart_only_pads_when_a_row_is_an_even_number_of_lines():
     assert nn.conv.rows_apart((4, 16), "float32").strides[0] == 64  # one line: as it is
     if backend.name() == "numpy":
         assert nn.conv.rows_apart((4, 32), "float32").strides[0] == 3 * 64
+
+
+def test_is_batch_last_accepts_channel_blocks_in_order_only():
+    """(C, H, W, N) memory, with or without gaps after each channel, is batch last; NCHW
+    memory, channels in reverse order and overlapping channels are not."""
+    chwn = xp.zeros((3, 4, 5, 2), dtype=xp.float32)
+    to_nchw, is_batch_last = nn.conv.to_nchw, nn.conv.is_batch_last
+    assert is_batch_last(to_nchw(chwn))
+    assert is_batch_last(to_nchw(nn.conv.rows_apart(chwn.shape, chwn.dtype)))
+    assert not is_batch_last(to_nchw(chwn).copy())  # (N, C, H, W) memory
+    assert not is_batch_last(to_nchw(chwn[::-1]))
+    overlapping = xp.lib.stride_tricks.as_strided(chwn, chwn.shape,
+                                                  (chwn.strides[0] // 2, *chwn.strides[1:]))
+    assert not is_batch_last(to_nchw(overlapping))

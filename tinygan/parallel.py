@@ -113,7 +113,7 @@ def together(first, second, size):
     threads when there are exactly two, else one after the other.
 
     On two cores this beats splitting each operation of the tasks in two: one thread
-    wake-up (60-80 us on a small virtual machine) instead of one per operation, and an
+    wake-up (tens of microseconds on a small virtual machine) instead of one per operation, and an
     operation that does not split well (col2im of an image's one channel) overlaps the
     other task instead of leaving a core idle. With more threads, splitting each
     operation over all of them is kept. Inside the tasks nothing is split. ``size``,
