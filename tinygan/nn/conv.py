@@ -403,8 +403,8 @@ class ConvTranspose2d(Module):
     pass of its own forward (add_bias) and a row sum backward (row_sums). As there,
     requires_grad_(False) skips dweight and input_grad_(False) skips dx. Unlike there,
     the two gradients are not run as two tasks on two threads: backward here is two
-    products and no col2im, which split about as well as they overlap (as tasks, a few
-    percent faster at most, and only for the 64->1 layer at batch 64).
+    products and no col2im, which split about as well as they overlap (as tasks, mostly
+    1-5% faster for the 64->1 layer at batch 64, and no faster elsewhere).
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
