@@ -253,3 +253,25 @@ def test_workers_get_the_threads_as_threading_says(impl, backend_name, threading
     env = common.worker_env(3, dict(impl=impl, backend=backend_name, threading=threading))
     assert env["TINYGAN_THREADS"] == tinygan_threads
     assert {env[var] for var in common.THREAD_VARS} == {blas_threads}
+
+
+def test_count_ops_charges_every_operation_of_a_step_to_a_tinygan_function(tmp_path):
+    """The GPU-launch count runs on the CuPy stand-in whatever the backend under test, and its
+    total is the sum of its callers' counts, Adam's share the same for every parameter."""
+    out = tmp_path / "ops.json"
+    env = {**os.environ, "PYTHONPATH": pythonpath_with(REPO)}
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "count_ops.py"),
+                           "--models", "gan", "--batch", "8", "--json", str(out)],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    (entry,) = json.loads(out.read_text())["results"]
+    assert (entry["model"], entry["batch"]) == ("gan", 8)
+    assert entry["operations"] == sum(entry["by_caller"].values()) > 0
+    assert "(outside tinygan)" not in entry["by_caller"]
+    from tinygan.models import build
+
+    model = build("gan", (1, 28, 28))
+    params = sum(len(list(net.parameters())) for net in (model.generator, model.discriminator))
+    adam = entry["by_caller"]["optim.py:update"]
+    assert adam > 0 and adam % params == 0
+    assert f"gan, batch 8: {entry['operations']} array operations per training step" in proc.stdout
