@@ -23,6 +23,9 @@ Enforced:
 
 Stricter than real CuPy: NumPy functions/ufuncs given a device array raise TypeError here,
 where real CuPy dispatches them (__array_function__/__array_ufunc__) to CuPy.
+- ``ElementwiseKernel`` compiles the kernel's C++ body with the host's C++ compiler and
+  runs it on the CPU (``_elementwise.py``).
+
 Not enforced: CuPy's dtype rules where they differ from NumPy's, unsupported dtypes
 (object, strings) beyond asarray, kernel compilation errors, memory limits, async
 streams, ndarray.flat (raises NotImplementedError), device ids.
@@ -546,6 +549,7 @@ def show_config():
 import importlib as _importlib  # noqa: E402
 
 from . import _core_ref  # noqa: E402
+from ._elementwise import ElementwiseKernel  # noqa: E402, F401
 
 _core_ref.ndarray = ndarray
 
