@@ -57,7 +57,7 @@ layouts above hold for each channel, and reshapes between arrays and matrices st
 
 import math
 
-from tinygan import backend, parallel
+from tinygan import backend, kernels, parallel
 from tinygan.backend import xp
 from tinygan.nn import init
 from tinygan.nn.module import Module, check_grad, check_input, check_sizes, is_int
@@ -234,6 +234,10 @@ def col2im(cols, shape, kernel, stride, padding, out_size):
     c, h, w, n = shape
     cols = cols.reshape(c, kh, kw, out_h, out_w, n)
     x = rows_apart(shape, cols.dtype)
+    if kernels.enabled():  # on a GPU: the slice-adds below as one launch instead of 17
+        flat = xp.ascontiguousarray(cols).reshape(-1)
+        kernels.col2im(flat, x, kernel, stride, padding, out_size)
+        return x
 
     def part(channels):  # channels of x, reached only by the same channels of the columns
         x_block, cols_block = x[channels], cols[channels]

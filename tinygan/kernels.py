@@ -1,0 +1,85 @@
+"""Fused CuPy kernels: a chain of elementwise operations as one GPU launch.
+
+On a GPU every array operation is a kernel launch, which costs microseconds of Python and
+driver time however small the array; a DCGAN step issues about a thousand of them
+(``benchmarks/count_ops.py``). Where a chain of elementwise operations runs for every
+parameter or every layer, it is written once more here as one ``ElementwiseKernel``.
+
+The NumPy code beside each call is the readable version and the reference. A kernel does
+the same operations in the same order, and is compiled with ``--fmad=false`` (no fused
+multiply-add), so each operation rounds as NumPy's does: the tests compare the two bit for
+bit. Kernels run on CuPy only (``enabled()``); NumPy runs the readable code, where fusing
+would save little (an operation costs NumPy about a microsecond of overhead).
+"""
+
+from tinygan import backend
+from tinygan.backend import xp
+
+ENABLED = True  # False: CuPy runs the readable code too (how the tests compare the two)
+_compiled = {}  # name -> ElementwiseKernel, built on first use
+
+
+def enabled():
+    """Whether the fused kernels replace the readable code here and now: on CuPy, when the
+    library in use can build them (tests that only take CuPy's name compute with NumPy)."""
+    return ENABLED and backend.name() == "cupy" and hasattr(xp, "ElementwiseKernel")
+
+
+def _kernel(name, in_params, out_params, operation):
+    if name not in _compiled:
+        _compiled[name] = xp.ElementwiseKernel(in_params, out_params, operation,
+                                               f"tinygan_{name}", options=("--fmad=false",))
+    return _compiled[name]
+
+
+def adam(param, grad, m, v, b1, b2, eps, step_size, bias2_sqrt):
+    """Adam's update of one parameter in place, as one launch (``optim.Adam.update``):
+        m = b1 m + (1 - b1) g;   v = b2 v + (1 - b2) g g
+        p -= step_size * m / (sqrt(v) / bias2_sqrt + eps)
+    with step_size = lr / (1 - b1^t), bias2_sqrt = sqrt(1 - b2^t). Every scalar is rounded
+    to the parameter's dtype first, as NumPy rounds a Python float it combines with an array.
+    """
+    update = _kernel(
+        "adam",
+        "T grad, T b1, T one_minus_b1, T b2, T one_minus_b2, T eps, T step_size, T bias2_sqrt",
+        "T param, T m, T v",
+        """
+        m = m * b1 + grad * one_minus_b1;
+        v = v * b2 + grad * one_minus_b2 * grad;
+        param -= m * step_size / (sqrt(v) / bias2_sqrt + eps);
+        """)
+    update(grad, b1, 1 - b1, b2, 1 - b2, eps, step_size, bias2_sqrt, param, m, v)
+
+
+def col2im(cols, x, kernel, stride, padding, out_size):
+    """conv.col2im as one launch: each element of x (C, H, W, N) gathers what lands on it,
+        x[c, y, z, b] = sum over (i, j) of cols[c, i, j, (y + ph - i) / sh, (z + pw - j) / sw, b]
+    over the kernel offsets (i, j) whose quotients are whole and inside the (out_h, out_w)
+    grid, added in the order of the slice-adds (i, then j) from zero, so with their rounding.
+    ``cols`` holds (C, kh, kw, out_h, out_w, N) in C order, flattened; x is written whole.
+    """
+    gather = _kernel(
+        "col2im",
+        "raw T cols, int32 kh, int32 kw, int32 sh, int32 sw, int32 ph, int32 pw, "
+        "int32 out_h, int32 out_w, int32 height, int32 width, int32 batch",
+        "T x",
+        """
+        // i runs over x in C order: which (c, y, z, b) it is
+        const long long b = i % batch, z = i / batch % width;
+        const long long y = i / batch / width % height, c = i / batch / width / height;
+        T sum = 0;
+        for (int ki = 0; ki < kh; ++ki) {
+            const long long row = y + ph - ki;  // oh * sh, if offset ki lands on row y
+            if (row < 0 || row % sh != 0 || row / sh >= out_h) continue;
+            for (int kj = 0; kj < kw; ++kj) {
+                const long long column = z + pw - kj;
+                if (column < 0 || column % sw != 0 || column / sw >= out_w) continue;
+                sum += cols[((((c * kh + ki) * kw + kj) * out_h + row / sh) * out_w
+                             + column / sw) * batch + b];
+            }
+        }
+        x = sum;
+        """)
+    c, height, width, batch = x.shape
+    (kh, kw), (sh, sw), (ph, pw), (out_h, out_w) = kernel, stride, padding, out_size
+    gather(cols, kh, kw, sh, sw, ph, pw, out_h, out_w, height, width, batch, x)
