@@ -255,23 +255,76 @@ def test_workers_get_the_threads_as_threading_says(impl, backend_name, threading
     assert {env[var] for var in common.THREAD_VARS} == {blas_threads}
 
 
-def test_count_ops_charges_every_operation_of_a_step_to_a_tinygan_function(tmp_path):
-    """The GPU-launch count runs on the CuPy stand-in whatever the backend under test, and its
-    total is the sum of its callers' counts, Adam's share the same for every parameter."""
+@pytest.mark.parametrize("unfused", [False, True])
+def test_count_ops_charges_every_operation_of_a_step_to_a_tinygan_function(tmp_path, unfused):
+    """The GPU-launch count runs on the CuPy stand-in whatever the backend under test; its
+    total is the sum of its callers' counts. Adam is one fused launch per parameter, or
+    the same number of operations for every parameter in its readable form."""
     out = tmp_path / "ops.json"
     env = {**os.environ, "PYTHONPATH": pythonpath_with(REPO)}
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "count_ops.py"),
-                           "--models", "gan", "--batch", "8", "--json", str(out)],
+                           "--models", "gan", "--batch", "8", "--json", str(out)]
+                          + ["--unfused"] * unfused,
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     (entry,) = json.loads(out.read_text())["results"]
-    assert (entry["model"], entry["batch"]) == ("gan", 8)
+    assert (entry["model"], entry["batch"], entry["fused"]) == ("gan", 8, not unfused)
     assert entry["operations"] == sum(entry["by_caller"].values()) > 0
     assert "(outside tinygan)" not in entry["by_caller"]
     from tinygan.models import build
 
     model = build("gan", (1, 28, 28))
     params = sum(len(list(net.parameters())) for net in (model.generator, model.discriminator))
-    adam = entry["by_caller"]["optim.py:update"]
-    assert adam > 0 and adam % params == 0
-    assert f"gan, batch 8: {entry['operations']} array operations per training step" in proc.stdout
+    if unfused:
+        assert "kernels.py:adam" not in entry["by_caller"]
+        adam = entry["by_caller"]["optim.py:update"]
+        assert adam > params and adam % params == 0
+    else:
+        assert "optim.py:update" not in entry["by_caller"]
+        assert entry["by_caller"]["kernels.py:adam"] == params
+    kind = "unfused, " if unfused else ""
+    assert (f"gan, batch 8, {kind}{entry['operations']} array operations per training step"
+            in proc.stdout)
+
+
+COUNT_SNIPPETS = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import count_ops
+
+cp = count_ops.stand_in()
+a, b = cp.zeros((4, 4), dtype=cp.float32), cp.ones((3, 4), dtype=cp.float32)
+rng = cp.random.default_rng(0)
+
+
+def slice_add():
+    a[1:] += b  # an add; its write-back into a[1:]'s own memory is no copy
+
+
+def views_and_allocations():
+    a.reshape(16), a.T, a[1:], cp.empty((3,)), cp.empty_like(a), a.astype(cp.float32, copy=False)
+
+
+def copies():
+    cp.ascontiguousarray(a.T), a.astype(cp.float64), a.copy()
+
+
+def arithmetic():
+    a + a, a.sum(), cp.zeros_like(a), rng.standard_normal((3,), dtype=cp.float32)
+
+
+print(json.dumps({f.__name__: count_ops.count_calls(f)[0]
+                  for f in (slice_add, views_and_allocations, copies, arithmetic)}))
+"""
+
+
+def test_count_ops_counts_what_cupy_would_launch():
+    """Hand-counted snippets: views, empty allocations, a no-op astype and the write-back of
+    ``a[k] += b`` launch nothing; device copies, arithmetic, reductions, zero fills and
+    random draws launch one each."""
+    env = {**os.environ, "PYTHONPATH": pythonpath_with(REPO)}
+    proc = subprocess.run([sys.executable, "-c", COUNT_SNIPPETS, str(REPO / "benchmarks")],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert counts == {"slice_add": 1, "views_and_allocations": 0, "copies": 3, "arithmetic": 4}
