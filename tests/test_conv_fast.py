@@ -436,33 +436,3 @@ def test_is_batch_last_accepts_channel_blocks_in_order_only():
                                                   (chwn.strides[0] // 2, *chwn.strides[1:]))
     assert not is_batch_last(to_nchw(overlapping))
 
-
-@pytest.mark.skipif(backend.name() != "cupy", reason="the fused kernels run on CuPy only")
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("kernel, stride, padding, size", [
-    ((4, 4), (2, 2), (1, 1), (14, 14)),  # the DCGAN layers
-    ((3, 3), (1, 1), (1, 1), (5, 6)),
-    ((3, 5), (2, 1), (0, 2), (9, 7)),
-    ((5, 5), (3, 3), (2, 2), (11, 11)),  # offsets that land nowhere on some rows
-    ((1, 1), (1, 1), (0, 0), (3, 3)),
-])
-def test_fused_col2im_equals_the_slice_adds_bit_for_bit(dtype, kernel, stride, padding, size,
-                                                      monkeypatch):
-    """The gather kernel adds what lands on each element in the slice-adds' order, from
-    zero, so with the same rounding; values that land in the padding are dropped."""
-    from tinygan import kernels
-    from tinygan.nn import conv
-
-    c, n = 3, 5
-    (kh, kw), (sh, sw), (ph, pw), (h, w) = kernel, stride, padding, size
-    out_size = ((h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1)
-    cols = host_rng(5).standard_normal((c * kh * kw, out_size[0] * out_size[1] * n))
-    cols = backend.to_device(cols.astype(dtype))
-    results = {}
-    for fused in (True, False):
-        monkeypatch.setattr(kernels, "ENABLED", fused)
-        assert kernels.enabled() == fused
-        results[fused] = backend.to_host(conv.col2im(cols, (c, h, w, n), kernel, stride,
-                                                     padding, out_size))
-    assert results[True].dtype == dtype
-    np.testing.assert_array_equal(results[True], results[False])

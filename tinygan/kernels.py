@@ -1,9 +1,10 @@
 """Fused CuPy kernels: a chain of elementwise operations as one GPU launch.
 
 On a GPU every array operation is a kernel launch, which costs microseconds of Python and
-driver time however small the array; a DCGAN step issues about a thousand of them
+driver time however small the array; a DCGAN step's readable code makes 809 of them
 (``benchmarks/count_ops.py``). Where a chain of elementwise operations runs for every
-parameter or every layer, it is written once more here as one ``ElementwiseKernel``.
+parameter or every layer, it is written once more here as one ``ElementwiseKernel``: Adam's
+update, col2im, and BatchNorm's normalisation, input gradient and running statistics.
 
 The NumPy code beside each call is the readable version and the reference. A kernel does
 the same operations in the same order, and is compiled with ``--fmad=false`` (no fused
@@ -53,9 +54,9 @@ def adam(param, grad, m, v, b1, b2, eps, step_size, bias2_sqrt):
 
 def col2im(cols, x, kernel, stride, padding, out_size):
     """conv.col2im as one launch: each element of x (C, H, W, N) gathers what lands on it,
-        x[c, y, z, b] = sum over (i, j) of cols[c, i, j, (y + ph - i) / sh, (z + pw - j) / sw, b]
-    over the kernel offsets (i, j) whose quotients are whole and inside the (out_h, out_w)
-    grid, added in the order of the slice-adds (i, then j) from zero, so with their rounding.
+        x[c, y, z, b] = sum over (ki, kj) of cols[c, ki, kj, (y+ph-ki) / sh, (z+pw-kj) / sw, b]
+    over the kernel offsets (ki, kj) whose quotients are whole and inside the (out_h, out_w)
+    grid, added in the slice-adds' order (ki, then kj) from zero, so with their rounding.
     ``cols`` holds (C, kh, kw, out_h, out_w, N) in C order, flattened; x is written whole.
     """
     gather = _kernel(
@@ -83,3 +84,40 @@ def col2im(cols, x, kernel, stride, padding, out_size):
     c, height, width, batch = x.shape
     (kh, kw), (sh, sw), (ph, pw), (out_h, out_w) = kernel, stride, padding, out_size
     gather(cols, kh, kw, sh, sw, ph, pw, out_h, out_w, height, width, batch, x)
+
+
+def batchnorm_affine(xhat, inv_std, gamma, beta, out):
+    """BatchNorm's forward after its statistics (norm._BatchNorm.forward), as one launch:
+        xhat *= inv_std;   out = xhat * gamma + beta
+    where xhat holds x - mean on entry, and inv_std, gamma, beta are per channel, shaped to
+    broadcast over it."""
+    _kernel("batchnorm_affine", "T inv_std, T gamma, T beta", "T xhat, T out",
+            """
+            xhat = xhat * inv_std;
+            out = xhat * gamma + beta;
+            """)(inv_std, gamma, beta, xhat, out)
+
+
+def batchnorm_input_grad(dout, xhat, scale, sum_dout, sum_dout_xhat, count, dx):
+    """BatchNorm's dx with batch statistics (norm._BatchNorm.backward), as one launch:
+        dx = dout * scale - (xhat * (scale * sum_dout_xhat / m) + scale * sum_dout / m)
+    with scale = gamma / sqrt(var + eps), the sums per channel (broadcast), and m = count,
+    the values per channel."""
+    _kernel("batchnorm_input_grad",
+            "T dout, T xhat, T scale, T sum_dout, T sum_dout_xhat, T count", "T dx",
+            """
+            const T correction = xhat * (scale * sum_dout_xhat / count) + scale * sum_dout / count;
+            dx = dout * scale - correction;
+            """)(dout, xhat, scale, sum_dout, sum_dout_xhat, count, dx)
+
+
+def running_average(running_mean, running_var, mean, var, correction, momentum):
+    """BatchNorm's running statistics (norm._BatchNorm._update_running), as one launch:
+        running = (1 - momentum) * running + momentum * stat
+    for the mean, and for the variance made unbiased, var * correction = var * m / (m - 1)."""
+    _kernel("running_average", "T mean, T var, T correction, T momentum, T one_minus_momentum",
+            "T running_mean, T running_var",
+            """
+            running_mean = one_minus_momentum * running_mean + momentum * mean;
+            running_var = one_minus_momentum * running_var + momentum * (var * correction);
+            """)(mean, var, correction, momentum, 1 - momentum, running_mean, running_var)

@@ -153,7 +153,9 @@ class Adam(Optimizer):
         for i, beta in enumerate(betas):  # b = 1 would divide by 1 - b^t = 0
             check_range("Adam", f"betas[{i}]", beta, 0, 1)
         check_range("Adam", "eps", eps, 0)
-        self.betas, self.eps = betas, eps
+        # Python floats: with a NumPy float64 scalar, NumPy would compute float32 updates in
+        # float64, rounding otherwise than torch and the fused kernel do
+        self.betas, self.eps = (float(betas[0]), float(betas[1])), float(eps)
 
     def state_names(self):
         return ("step", "exp_avg", "exp_avg_sq")
@@ -171,10 +173,10 @@ class Adam(Optimizer):
         state["step"] += 1
         t = state["step"]
         m, v = state["exp_avg"], state["exp_avg_sq"]
-        step_size, bias2_sqrt = self.lr / (1 - b1**t), (1 - b2**t) ** 0.5
-        # On a GPU, the lines below as one launch instead of 13 (a grad whose dtype is not
-        # its param's goes the readable way, through the library's type promotions).
-        if kernels.enabled() and grad.dtype == param.dtype:
+        step_size, bias2_sqrt = float(self.lr) / (1 - b1**t), (1 - b2**t) ** 0.5
+        # On a GPU, the lines below as one launch instead of 13 (a grad or moment whose dtype
+        # is not its param's goes the readable way, through the library's type promotions).
+        if kernels.enabled() and grad.dtype == m.dtype == v.dtype == param.dtype:
             kernels.adam(param, grad, m, v, b1, b2, self.eps, step_size, bias2_sqrt)
             return
         # In place, with two temporaries instead of eight, in the same operation order

@@ -1,6 +1,6 @@
 """Batch normalisation over the batch (and spatial) axes, as torch.nn.BatchNorm1d/2d."""
 
-from tinygan import parallel
+from tinygan import kernels, parallel
 from tinygan.backend import xp
 from tinygan.nn.module import Module, check_floating, check_grad, check_input, check_sizes
 
@@ -69,34 +69,45 @@ class _BatchNorm(Module):
         gamma, beta = self.params["weight"], self.params["bias"]
         xhat = xp.empty_like(x)
         out = xp.empty_like(x, dtype=xp.result_type(x, gamma))
+        fused = kernels.enabled() and x.dtype == gamma.dtype
 
         def part(c):  # a block of channels: each channel's statistics are its own
             if self.training:
-                mean[c] = x[:, c].mean(axis=axes)
+                x[:, c].mean(axis=axes, out=mean[c])
             xhat_c = xhat[:, c]
             xp.subtract(x[:, c], mean[c].reshape(shape), out=xhat_c)  # centred once, for
             if self.training:                                          # var and xhat
-                var[c] = xp.square(xhat_c).mean(axis=axes)
+                xp.square(xhat_c).mean(axis=axes, out=var[c])
             inv_std[c] = 1 / xp.sqrt(var[c] + x.dtype.type(self.eps))
+            if fused:  # on a GPU, the three lines below as one launch
+                kernels.batchnorm_affine(xhat_c, inv_std[c].reshape(shape),
+                                         gamma[c].reshape(shape), beta[c].reshape(shape),
+                                         out[:, c])
+                return
             xhat_c *= inv_std[c].reshape(shape)
             xp.multiply(xhat_c, gamma[c].reshape(shape), out=out[:, c])
             out[:, c] += beta[c].reshape(shape)
 
         parallel.run(part, channels, x.size)
         if self.training:
-            self._update_running(mean, var * (m / (m - 1)))
+            self._update_running(mean, var, m / (m - 1))
         self.cache = (xhat, inv_std, axes, shape, self.training)
         return out
 
-    def _update_running(self, mean, unbiased_var):
+    def _update_running(self, mean, var, correction):
+        """running = (1 - momentum) running + momentum stat, for the mean and for the
+        unbiased variance var * correction, correction = m / (m - 1)."""
         # in place, as torch: a state_dict() taken earlier (an EMA copy's source) sees it
         self.buffers["num_batches_tracked"] += 1
-        # momentum=None, as in torch: the plain average of every batch so far
+        running_mean, running_var = self.buffers["running_mean"], self.buffers["running_var"]
         mom = self.momentum
-        if mom is None:
+        if kernels.enabled() and mom is not None and mean.dtype == running_mean.dtype:
+            # on a GPU, the loop below as one launch
+            kernels.running_average(running_mean, running_var, mean, var, correction, mom)
+            return
+        if mom is None:  # as in torch: the plain average of every batch so far
             mom = 1 / self.buffers["num_batches_tracked"]  # stays on the device: no sync
-        for key, stat in (("running_mean", mean), ("running_var", unbiased_var)):
-            running = self.buffers[key]
+        for running, stat in ((running_mean, mean), (running_var, var * correction)):
             running[...] = (1 - mom) * running + mom * stat
 
     def backward(self, dout):
@@ -109,10 +120,18 @@ class _BatchNorm(Module):
         scale = self.params["weight"] * inv_std  # gamma * s
         dx = xp.empty_like(dout, dtype=xp.result_type(dout, scale))
 
+        fused = (kernels.enabled() and batch_stats
+                 and dout.dtype == xhat.dtype == scale.dtype == sum_dout_xhat.dtype)
+
         def part(c):  # a block of channels
             dout_c, xhat_c, dx_c = dout[:, c], xhat[:, c], dx[:, c]
-            sum_dout[c] = dout_c.sum(axis=axes)
-            sum_dout_xhat[c] = (dout_c * xhat_c).sum(axis=axes)
+            dout_c.sum(axis=axes, out=sum_dout[c])
+            (dout_c * xhat_c).sum(axis=axes, out=sum_dout_xhat[c])
+            if fused:  # on a GPU, the lines below as one launch
+                kernels.batchnorm_input_grad(dout_c, xhat_c, scale[c].reshape(shape),
+                                             sum_dout[c].reshape(shape),
+                                             sum_dout_xhat[c].reshape(shape), m, dx_c)
+                return
             xp.multiply(dout_c, scale[c].reshape(shape), out=dx_c)
             if batch_stats:
                 # dx = (s/m) (m dxhat - sum dxhat - xhat sum(dxhat xhat))

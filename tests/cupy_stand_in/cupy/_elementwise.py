@@ -7,9 +7,10 @@ CuPy generates, per element i (in C order over the broadcast shape), a local
 output (so outputs may be read too), and raw parameters as whole arrays indexed by hand;
 ``i`` and ``_ind.size()`` are defined. The same is generated here, as a loop. Supported
 is what tinygan uses: outputs passed by the caller, arrays and scalars, raw arrays,
-typed (``float32``, ``int32``, ...) and placeholder (``T``) parameters. Compiled with
-``-ffp-contract=off`` as tinygan's kernels are compiled for the GPU with ``--fmad=false``:
-each operation rounds as NumPy's does.
+typed (``float32``, ``int32``, ...) and one-letter placeholder (``T``) parameters. As NVRTC
+does by default, the host compiler may fuse a multiply and an add into one instruction
+(``-ffp-contract=fast`` for this CPU); with CuPy's ``--fmad=false`` option it may not
+(``-ffp-contract=off``), and each operation then rounds as NumPy's does.
 """
 
 import ctypes
@@ -48,12 +49,14 @@ def _parse(params):
         if words[1] in ("n", "i") or words[1].startswith("_"):  # as CuPy refuses them
             raise ValueError(f"fake cupy ElementwiseKernel: the name {words[1]!r} is reserved "
                              "(n, i and names starting with _)")
+        if not _is_placeholder(words[0]) and words[0] not in _CTYPES:
+            raise TypeError(f"fake cupy ElementwiseKernel: unknown type {words[0]!r} in {part!r}")
         out.append((raw, words[0], words[1]))
     return out
 
 
 def _is_placeholder(type_name):
-    return type_name not in _CTYPES
+    return len(type_name) == 1 and type_name.isupper()
 
 
 class ElementwiseKernel:
@@ -78,6 +81,8 @@ class ElementwiseKernel:
             if isinstance(arg, ndarray) and _is_placeholder(type_name):
                 if types.setdefault(type_name, arg.dtype) != arg.dtype:
                     raise TypeError(f"Type is mismatched. {name} {arg.dtype} {types[type_name]}")
+            elif isinstance(arg, ndarray) and arg.dtype != _np.dtype(type_name):
+                raise TypeError(f"Type is mismatched. {name} {arg.dtype} {type_name}")
         for (_, type_name, _), arg in zip(params, args):
             if not isinstance(arg, ndarray) and not _is_scalar(arg):
                 raise TypeError(f"Unsupported type {type(arg)}")
@@ -146,30 +151,50 @@ class ElementwiseKernel:
                   "    " + self.operation.replace("\n", "\n    ") + ";",  # as CuPy adds
                   "  }", "  " + self.after_loop, "}"]
         source = "\n".join(lines)
-        key = hashlib.sha256(source.encode()).hexdigest()[:24]
+        # NVRTC contracts a * b + c into one fused multiply-add unless told --fmad=false; so
+        # does the host compiler here, on a CPU that has the instruction
+        contract = "off" if "--fmad=false" in self.options else "fast"
+        flags = ["-O2", "-march=native", f"-ffp-contract={contract}", "-fPIC", "-shared"]
+        compiler = _compiler()
+        key = hashlib.sha256("\n".join([compiler, *flags, source]).encode()).hexdigest()[:24]
         if key not in _compiled:
-            _compiled[key] = _load(_build(source, key))
+            _compiled[key] = _load(_build(compiler, flags, source, key))
         return _compiled[key]
 
 
-def _build(source, key):
-    """The shared library for ``source``, compiled once per machine (cached by its hash)."""
+def _compiler():
+    compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+    if compiler is None or shutil.which(compiler) is None:
+        raise RuntimeError("fake cupy ElementwiseKernel needs a C++ compiler: c++ or g++ on the "
+                           f"PATH, or $CXX (now {os.environ.get('CXX')!r})")
+    return compiler
+
+
+def _cache_folder():
+    """This user's own folder for the compiled kernels (0700; refused if anyone else's)."""
     folder = os.path.join(tempfile.gettempdir(), f"tinygan_stand_in_kernels_{os.getuid()}")
-    os.makedirs(folder, exist_ok=True)
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    if os.path.islink(folder) or os.stat(folder).st_uid != os.getuid():
+        raise RuntimeError(f"fake cupy ElementwiseKernel: {folder} is not this user's own "
+                           "folder; remove it")
+    os.chmod(folder, 0o700)  # nobody else may put a library there
+    return folder
+
+
+def _build(compiler, flags, source, key):
+    """The shared library for ``source``, compiled once per machine (cached by its hash)."""
+    folder = _cache_folder()
     library = os.path.join(folder, f"{key}.so")
     if os.path.exists(library):
         return library
-    compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
-    if compiler is None:
-        raise RuntimeError("fake cupy ElementwiseKernel needs a C++ compiler (c++/g++, or $CXX)")
     # a file of its own, then renamed: test processes running at once never see half of one
     with tempfile.TemporaryDirectory(dir=folder) as work:
         src = os.path.join(work, "kernel.cpp")
         with open(src, "w") as f:
             f.write(source)
         built = os.path.join(work, "kernel.so")
-        proc = subprocess.run([compiler, "-O2", "-ffp-contract=off", "-fPIC", "-shared",
-                               src, "-o", built], capture_output=True, text=True)
+        proc = subprocess.run([compiler, *flags, src, "-o", built], capture_output=True,
+                              text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"fake cupy ElementwiseKernel: the kernel does not compile:\n"
                                f"{proc.stderr[-3000:]}\n--- source ---\n{source}")
