@@ -93,6 +93,21 @@ def test_batchnorm_momentum_may_be_zero_or_one(momentum):
     np.testing.assert_array_equal(backend.to_host(var), expected[1])  # unbiased: / (m - 1)
 
 
+def test_batchnorm_momentum_given_as_a_numpy_scalar_updates_as_a_python_float():
+    """A NumPy float64 momentum is no weak Python float: it would make NumPy update the
+    float32 running statistics in float64, rounding otherwise. It is kept as a float."""
+    x = backend.to_device(host_rng(1).standard_normal((50, 4)).astype(np.float32) * 3)
+    stats = []
+    for momentum in (0.3, np.float64(0.3)):
+        layer = nn.BatchNorm1d(4, momentum=momentum)
+        assert type(layer.momentum) is float
+        for _ in range(3):
+            layer.forward(x)
+        stats.append([backend.to_host(layer.buffers[k]) for k in ("running_mean", "running_var")])
+    np.testing.assert_array_equal(stats[0][0], stats[1][0])
+    np.testing.assert_array_equal(stats[0][1], stats[1][1])
+
+
 
 @pytest.mark.parametrize("make, shape", [
     (lambda: nn.LeakyReLU(0.2), (1, 2)),

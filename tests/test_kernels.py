@@ -101,7 +101,7 @@ def test_col2im(dtype, kernel, stride, padding, size, monkeypatch):
     (nn.BatchNorm2d, (5, 3, 4, 6), False),
     (nn.BatchNorm2d, (5, 3, 4, 6), True),  # the (C, H, W, N) memory the conv layers hand on
 ])
-@pytest.mark.parametrize("momentum", [0.1, None])
+@pytest.mark.parametrize("momentum", [0.1, None, 0, 1, np.float64(0.3)])
 def test_batchnorm_training(cls, shape, batch_last, dtype, momentum, monkeypatch):
     """Two training steps (forward, backward) then an eval forward and backward: outputs,
     input and parameter gradients, running statistics."""
@@ -131,6 +131,32 @@ def test_batchnorm_training(cls, shape, batch_last, dtype, momentum, monkeypatch
 
     rng_params = host_rng(2).uniform(0.5, 1.5, shape[1])
     names = ("batchnorm_affine", "batchnorm_input_grad")
-    if dtype == np.float32 and momentum is not None:  # the running buffers are float32
+    if momentum is not None:  # None: the average of every batch, 1 / batches so far
         names += ("running_average",)
     assert_bit_for_bit(fused_and_readable(monkeypatch, work, *names))
+
+
+@pytest.mark.parametrize("what, refused", [
+    ("float64 input", ("batchnorm_affine", "running_average")),  # float32 gamma, statistics
+    ("float64 bias", ("batchnorm_affine",)),
+    ("float64 grad", ("adam",)),  # for a float32 weight and moments
+])
+def test_mixed_dtypes_take_the_readable_code(what, refused, monkeypatch):
+    """A kernel has one element type: where the arrays it would take differ in dtype, the
+    readable code runs (with the library's promotions) and that kernel is not launched. (The
+    BatchNorm backward's arrays are all of the input's dtype: its kernel may run.)"""
+    def refuse(*args):
+        raise AssertionError(f"a fused kernel ran on arrays of mixed dtypes ({what})")
+
+    for name in refused:
+        monkeypatch.setattr(kernels, name, refuse)
+    x = backend.to_device(host_rng(4).standard_normal((6, 3)))  # float64
+    if what == "float64 grad":
+        layer = nn.Dense(3, 2)
+        optim.Adam(layer).update(layer.params["weight"], x[:2], {})
+        return
+    layer = nn.BatchNorm1d(3)  # float32 parameters and statistics
+    if what == "float64 bias":
+        x = x.astype("float32")
+        layer.params["bias"] = layer.params["bias"].astype("float64")
+    layer.backward(layer.forward(x))

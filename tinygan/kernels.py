@@ -1,7 +1,7 @@
 """Fused CuPy kernels: a chain of elementwise operations as one GPU launch.
 
 On a GPU every array operation is a kernel launch, which costs microseconds of Python and
-driver time however small the array; a DCGAN step's readable code makes 809 of them
+driver time however small the array; a DCGAN step's readable code makes 833 of them
 (``benchmarks/count_ops.py``). Where a chain of elementwise operations runs for every
 parameter or every layer, it is written once more here as one ``ElementwiseKernel``: Adam's
 update, col2im, and BatchNorm's normalisation, input gradient and running statistics.

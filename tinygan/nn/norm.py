@@ -34,6 +34,9 @@ class _BatchNorm(Module):
         if momentum is not None and not 0 <= momentum <= 1:
             raise ValueError(f"{type(self).__name__}: momentum must be in [0, 1] or None, "
                              f"got {momentum!r}")
+        # a Python float: a NumPy float64 scalar would make NumPy update float32 statistics
+        # in float64, rounding otherwise than torch and the fused kernel do
+        momentum = None if momentum is None else float(momentum)
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.params["weight"] = xp.ones(num_features, dtype=xp.float32)
         self.params["bias"] = xp.zeros(num_features, dtype=xp.float32)
@@ -69,15 +72,15 @@ class _BatchNorm(Module):
         gamma, beta = self.params["weight"], self.params["bias"]
         xhat = xp.empty_like(x)
         out = xp.empty_like(x, dtype=xp.result_type(x, gamma))
-        fused = kernels.enabled() and x.dtype == gamma.dtype
+        fused = kernels.enabled() and x.dtype == gamma.dtype == beta.dtype
 
         def part(c):  # a block of channels: each channel's statistics are its own
             if self.training:
-                x[:, c].mean(axis=axes, out=mean[c])
+                mean[c] = x[:, c].mean(axis=axes)
             xhat_c = xhat[:, c]
             xp.subtract(x[:, c], mean[c].reshape(shape), out=xhat_c)  # centred once, for
             if self.training:                                          # var and xhat
-                xp.square(xhat_c).mean(axis=axes, out=var[c])
+                var[c] = xp.square(xhat_c).mean(axis=axes)
             inv_std[c] = 1 / xp.sqrt(var[c] + x.dtype.type(self.eps))
             if fused:  # on a GPU, the three lines below as one launch
                 kernels.batchnorm_affine(xhat_c, inv_std[c].reshape(shape),
@@ -101,7 +104,8 @@ class _BatchNorm(Module):
         self.buffers["num_batches_tracked"] += 1
         running_mean, running_var = self.buffers["running_mean"], self.buffers["running_var"]
         mom = self.momentum
-        if kernels.enabled() and mom is not None and mean.dtype == running_mean.dtype:
+        if (kernels.enabled() and mom is not None
+                and mean.dtype == running_mean.dtype == running_var.dtype):
             # on a GPU, the loop below as one launch
             kernels.running_average(running_mean, running_var, mean, var, correction, mom)
             return
@@ -125,8 +129,8 @@ class _BatchNorm(Module):
 
         def part(c):  # a block of channels
             dout_c, xhat_c, dx_c = dout[:, c], xhat[:, c], dx[:, c]
-            dout_c.sum(axis=axes, out=sum_dout[c])
-            (dout_c * xhat_c).sum(axis=axes, out=sum_dout_xhat[c])
+            sum_dout[c] = dout_c.sum(axis=axes)
+            sum_dout_xhat[c] = (dout_c * xhat_c).sum(axis=axes)
             if fused:  # on a GPU, the lines below as one launch
                 kernels.batchnorm_input_grad(dout_c, xhat_c, scale[c].reshape(shape),
                                              sum_dout[c].reshape(shape),
