@@ -94,6 +94,20 @@ def test_col2im(dtype, kernel, stride, padding, size, monkeypatch):
     assert_bit_for_bit(fused_and_readable(monkeypatch, work, "col2im"))
 
 
+def test_col2im_past_the_32_bit_index_limit_takes_the_readable_code(monkeypatch):
+    """Arrays of 2^31 values or more would overflow the kernel's int index: the slice-adds
+    run instead (a lower limit stands in for 2^31 here; the image counts too, since with a
+    stride above the kernel size it is the larger of the two)."""
+    def refuse(*args):
+        raise AssertionError("the kernel ran past the index limit")
+
+    cols = backend.to_device(host_rng(6).standard_normal((2 * 1 * 1, 3 * 3 * 4)))
+    monkeypatch.setattr(kernels, "col2im", refuse)
+    monkeypatch.setattr(kernels, "INDEX_LIMIT", cols.size + 1)  # the image: 2*6*6*4 values
+    x = conv.col2im(cols, (2, 6, 6, 4), (1, 1), (2, 2), (0, 0), (3, 3))
+    assert backend.to_host(x).sum() == pytest.approx(backend.to_host(cols).sum())
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("cls, shape, batch_last", [
     (nn.BatchNorm1d, (16, 5), False),

@@ -17,6 +17,7 @@ from tinygan import backend
 from tinygan.backend import xp
 
 ENABLED = True  # False: CuPy runs the readable code too (how the tests compare the two)
+INDEX_LIMIT = 2**31  # col2im's kernel indexes with 32-bit ints: arrays of fewer values only
 _compiled = {}  # name -> ElementwiseKernel, built on first use
 
 
@@ -58,6 +59,7 @@ def col2im(cols, x, kernel, stride, padding, out_size):
     over the kernel offsets (ki, kj) whose quotients are whole and inside the (out_h, out_w)
     grid, added in the slice-adds' order (ki, then kj) from zero, so with their rounding.
     ``cols`` holds (C, kh, kw, out_h, out_w, N) in C order, flattened; x is written whole.
+    Each has fewer than INDEX_LIMIT values: the index arithmetic is 32-bit.
     """
     gather = _kernel(
         "col2im",
@@ -66,17 +68,17 @@ def col2im(cols, x, kernel, stride, padding, out_size):
         "T x",
         """
         // i runs over x in C order: which (c, y, z, b) it is
-        const long long b = i % batch, z = i / batch % width;
-        const long long y = i / batch / width % height, c = i / batch / width / height;
+        const int at = i, b = at % batch, pixel = at / batch;
+        const int z = pixel % width, y = pixel / width % height, c = pixel / width / height;
         T sum = 0;
-        for (int ki = 0; ki < kh; ++ki) {
-            const long long row = y + ph - ki;  // oh * sh, if offset ki lands on row y
-            if (row < 0 || row % sh != 0 || row / sh >= out_h) continue;
-            for (int kj = 0; kj < kw; ++kj) {
-                const long long column = z + pw - kj;
-                if (column < 0 || column % sw != 0 || column / sw >= out_w) continue;
-                sum += cols[((((c * kh + ki) * kw + kj) * out_h + row / sh) * out_w
-                             + column / sw) * batch + b];
+        // Offset ki reaches row y from output row oh = (y + ph - ki) / sh where that divides:
+        // the first such ki is (y + ph) % sh, then every sh-th, with oh one less each time.
+        for (int ki = (y + ph) % sh, oh = (y + ph) / sh; ki < kh && oh >= 0; ki += sh, --oh) {
+            if (oh >= out_h) continue;
+            for (int kj = (z + pw) % sw, ow = (z + pw) / sw; kj < kw && ow >= 0;
+                 kj += sw, --ow) {
+                if (ow >= out_w) continue;
+                sum += cols[((((c * kh + ki) * kw + kj) * out_h + oh) * out_w + ow) * batch + b];
             }
         }
         x = sum;

@@ -234,7 +234,8 @@ def col2im(cols, shape, kernel, stride, padding, out_size):
     c, h, w, n = shape
     cols = cols.reshape(c, kh, kw, out_h, out_w, n)
     x = rows_apart(shape, cols.dtype)
-    if kernels.enabled():  # on a GPU: the K*K slice-adds below (and the zeroing) as one launch
+    # on a GPU: the K*K slice-adds below (and the zeroing) as one launch
+    if kernels.enabled() and max(cols.size, math.prod(shape)) < kernels.INDEX_LIMIT:
         flat = xp.ascontiguousarray(cols).reshape(-1)
         kernels.col2im(flat, x, kernel, stride, padding, out_size)
         return x

@@ -66,6 +66,7 @@ class ElementwiseKernel:
         self.in_params, self.out_params = _parse(in_params), _parse(out_params)
         self.operation, self.name, self.preamble = operation, name, preamble
         self.loop_prep, self.after_loop, self.options = loop_prep, after_loop, tuple(options)
+        self._functions = {}  # (dtypes, which arguments are arrays) -> the compiled loop
 
     def __call__(self, *args, size=None):
         from . import _is_scalar, ndarray
@@ -117,7 +118,10 @@ class ElementwiseKernel:
             else:
                 contiguous = _np.asarray(arg, dtype=dtype).reshape(1)
             buffers.append(contiguous)
-        function = self._compiled(dtypes, [isinstance(a, ndarray) for a in args])
+        signature = (tuple(dtypes), tuple(isinstance(a, ndarray) for a in args))
+        function = self._functions.get(signature)
+        if function is None:  # built once per signature: a call costs little more than C's loop
+            function = self._functions[signature] = self._compiled(*signature)
         pointers = (ctypes.c_void_p * len(buffers))(*(b.ctypes.data for b in buffers))
         function(ctypes.c_longlong(n), pointers)
         for target, result in write_back:
