@@ -22,48 +22,55 @@ ROOT = Path(__file__).resolve().parents[1]
 FLOAT_OP = re.compile(r"^\s*((?:add|sub|mul|div|sqrt|rcp|fma|mad)\.[\w.]*f(?:32|64))", re.M)
 
 
+class Array:
+    """Stands for an array argument (col2im reads its output's shape)."""
+
+    shape = (1, 1, 1, 1)
+
+
 class Recorder:
-    """Stands in for cupy.ElementwiseKernel: keeps the definition, launches nothing."""
+    """Stands in for cupy.ElementwiseKernel: keeps the definition and, once called, which
+    arguments are arrays; launches nothing."""
 
     specs = {}
 
     def __init__(self, in_params, out_params, operation, name, options=()):
-        self.specs[name] = (in_params, out_params, operation, tuple(options))
+        self.name = name
+        self.specs[name] = [in_params, out_params, operation, tuple(options), None]
 
     def __call__(self, *args):
-        return None
+        self.specs[self.name][4] = tuple(isinstance(arg, Array) for arg in args)
 
 
 def kernel_specs():
-    """{name: (in_params, out_params, operation, options)} of every kernel in tinygan.kernels,
-    collected by calling each with placeholder arguments."""
+    """{name: [in_params, out_params, operation, options, which arguments are arrays]} of
+    every kernel in tinygan.kernels, collected by calling each with placeholder arguments."""
     sys.path.insert(0, str(ROOT))
     from tinygan import kernels
 
     kernels.xp = type("Namespace", (), {"ElementwiseKernel": Recorder})
-    shaped = type("Shaped", (), {"shape": (1, 1, 1, 1)})()
-    kernels.adam(None, None, None, None, 0.9, 0.999, 1e-8, 1.0, 1.0)
-    kernels.col2im(None, shaped, (4, 4), (2, 2), (1, 1), (1, 1))
-    kernels.batchnorm_affine(None, None, None, None, None)
-    kernels.batchnorm_input_grad(None, None, None, None, None, 2, None)
-    kernels.running_average(None, None, None, None, 2.0, 0.1)
+    a = Array()
+    kernels.adam(a, a, a, a, 0.9, 0.999, 1e-8, 1.0, 1.0)
+    kernels.col2im(a, a, (4, 4), (2, 2), (1, 1), (1, 1))
+    kernels.batchnorm_affine(a, a, a, a, a)
+    kernels.batchnorm_input_grad(a, a, a, a, a, 2, a)
+    kernels.running_average(a, a, a, a, 2.0, 0.1)
     return Recorder.specs
 
 
 def cuda_source(spec, dtype):
-    """CuPy's source for the kernel on 1-D contiguous arrays of ``dtype`` (scalars: the
-    parameters no array is passed for, found from the names the tinygan functions use)."""
+    """CuPy's source for the kernel on 1-D contiguous arrays of ``dtype``, and scalars for
+    the other arguments."""
     import numpy as np
     from cupy import ndarray
     from cupy._core import _carray, _kernel, _scalar
 
-    in_params, out_params, operation, _ = spec
+    in_params, out_params, operation, _, is_array = spec
     params = (_kernel._get_param_info(in_params, True) + _kernel._get_param_info(out_params, False)
               + _kernel._get_param_info("CIndexer _ind", False))
     infos = []
-    for param in params[:-1]:
+    for param, array in zip(params[:-1], is_array, strict=True):
         param_dtype = np.dtype(dtype) if param.dtype is None else param.dtype
-        array = param.raw or param.name in ARRAYS
         infos.append(_kernel._ArgInfo(1, ndarray, param_dtype, 1, True, False) if array else
                      _kernel._ArgInfo(3, _scalar.CScalar, param_dtype, 0, True, False))
     infos.append(_kernel._ArgInfo(2, _carray.Indexer, None, 1, True, False))
@@ -71,12 +78,6 @@ def cuda_source(spec, dtype):
     body = _kernel._get_elementwise_kernel_code(tuple(infos), type_map, tuple(params),
                                                 operation, "kernel", "")
     return "#include <cupy/carray.cuh>\n" + body
-
-
-# the parameters the tinygan functions pass arrays for (every other one gets a scalar)
-ARRAYS = {"grad", "param", "m", "v", "x", "xhat", "out", "inv_std", "gamma", "beta", "dout",
-          "scale", "sum_dout", "sum_dout_xhat", "dx", "mean", "var", "running_mean",
-          "running_var"}
 
 
 def main(argv=None):

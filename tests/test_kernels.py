@@ -41,6 +41,15 @@ def fused_and_readable(monkeypatch, work, *names):
     return results
 
 
+def forbid(monkeypatch, *names):
+    """Make each kernel in ``names`` fail its test if it is launched."""
+    def refuse(*args):
+        raise AssertionError("a fused kernel ran where the readable code should")
+
+    for name in names:
+        monkeypatch.setattr(kernels, name, refuse)
+
+
 def assert_bit_for_bit(results):
     for name, fused in results[True].items():
         readable = results[False][name]
@@ -98,11 +107,8 @@ def test_col2im_past_the_32_bit_index_limit_takes_the_readable_code(monkeypatch)
     """Arrays of 2^31 values or more would overflow the kernel's int index: the slice-adds
     run instead (a lower limit stands in for 2^31 here; the image counts too, since with a
     stride above the kernel size it is the larger of the two)."""
-    def refuse(*args):
-        raise AssertionError("the kernel ran past the index limit")
-
     cols = backend.to_device(host_rng(6).standard_normal((2 * 1 * 1, 3 * 3 * 4)))
-    monkeypatch.setattr(kernels, "col2im", refuse)
+    forbid(monkeypatch, "col2im")
     monkeypatch.setattr(kernels, "INDEX_LIMIT", cols.size + 1)  # the image: 2*6*6*4 values
     x = conv.col2im(cols, (2, 6, 6, 4), (1, 1), (2, 2), (0, 0), (3, 3))
     assert backend.to_host(x).sum() == pytest.approx(backend.to_host(cols).sum())
@@ -159,11 +165,7 @@ def test_mixed_dtypes_take_the_readable_code(what, refused, monkeypatch):
     """A kernel has one element type: where the arrays it would take differ in dtype, the
     readable code runs (with the library's promotions) and that kernel is not launched. (The
     BatchNorm backward's arrays are all of the input's dtype: its kernel may run.)"""
-    def refuse(*args):
-        raise AssertionError(f"a fused kernel ran on arrays of mixed dtypes ({what})")
-
-    for name in refused:
-        monkeypatch.setattr(kernels, name, refuse)
+    forbid(monkeypatch, *refused)
     x = backend.to_device(host_rng(4).standard_normal((6, 3)))  # float64
     if what == "float64 grad":
         layer = nn.Dense(3, 2)

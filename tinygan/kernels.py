@@ -21,10 +21,13 @@ INDEX_LIMIT = 2**31  # col2im's kernel indexes with 32-bit ints: arrays of fewer
 _compiled = {}  # name -> ElementwiseKernel, built on first use
 
 
-def enabled():
-    """Whether the fused kernels replace the readable code here and now: on CuPy, when the
-    library in use can build them (tests that only take CuPy's name compute with NumPy)."""
-    return ENABLED and backend.name() == "cupy" and hasattr(xp, "ElementwiseKernel")
+def enabled(*arrays):
+    """Whether a fused kernel replaces the readable code here and now: on CuPy, when the
+    library in use can build kernels (tests that only take CuPy's name compute with NumPy),
+    and when the ``arrays`` it would take share one dtype, its one element type (where they
+    differ, the readable code runs, with the library's type promotions)."""
+    return (ENABLED and backend.name() == "cupy" and hasattr(xp, "ElementwiseKernel")
+            and len({a.dtype for a in arrays}) <= 1)
 
 
 def _kernel(name, in_params, out_params, operation):

@@ -174,9 +174,7 @@ class Adam(Optimizer):
         t = state["step"]
         m, v = state["exp_avg"], state["exp_avg_sq"]
         step_size, bias2_sqrt = float(self.lr) / (1 - b1**t), (1 - b2**t) ** 0.5
-        # On a GPU, the lines below as one launch instead of 13 (a grad or moment whose dtype
-        # is not its param's goes the readable way, through the library's type promotions).
-        if kernels.enabled() and grad.dtype == m.dtype == v.dtype == param.dtype:
+        if kernels.enabled(param, grad, m, v):  # on a GPU, the lines below as one launch
             kernels.adam(param, grad, m, v, b1, b2, self.eps, step_size, bias2_sqrt)
             return
         # In place, with two temporaries instead of eight, in the same operation order

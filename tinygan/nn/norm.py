@@ -72,7 +72,7 @@ class _BatchNorm(Module):
         gamma, beta = self.params["weight"], self.params["bias"]
         xhat = xp.empty_like(x)
         out = xp.empty_like(x, dtype=xp.result_type(x, gamma))
-        fused = kernels.enabled() and x.dtype == gamma.dtype == beta.dtype
+        fused = kernels.enabled(x, gamma, beta)
 
         def part(c):  # a block of channels: each channel's statistics are its own
             if self.training:
@@ -104,8 +104,7 @@ class _BatchNorm(Module):
         self.buffers["num_batches_tracked"] += 1
         running_mean, running_var = self.buffers["running_mean"], self.buffers["running_var"]
         mom = self.momentum
-        if (kernels.enabled() and mom is not None
-                and mean.dtype == running_mean.dtype == running_var.dtype):
+        if mom is not None and kernels.enabled(mean, running_mean, running_var):
             # on a GPU, the loop below as one launch
             kernels.running_average(running_mean, running_var, mean, var, correction, mom)
             return
@@ -124,8 +123,7 @@ class _BatchNorm(Module):
         scale = self.params["weight"] * inv_std  # gamma * s
         dx = xp.empty_like(dout, dtype=xp.result_type(dout, scale))
 
-        fused = (kernels.enabled() and batch_stats
-                 and dout.dtype == xhat.dtype == scale.dtype == sum_dout_xhat.dtype)
+        fused = batch_stats and kernels.enabled(dout, xhat, scale)
 
         def part(c):  # a block of channels
             dout_c, xhat_c, dx_c = dout[:, c], xhat[:, c], dx[:, c]
